@@ -1,0 +1,53 @@
+"""Class labels: reading label files and matching them to a model's outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Sequence
+
+from edgevision.errors import LabelsError
+
+BACKGROUND = "background"
+
+
+def parse_labels(text: str) -> List[str]:
+    """One label per line; blank lines at the end are ignored, inner blank lines are kept as ''."""
+    lines = [line.strip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def load_labels(path) -> List[str]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError as e:
+        raise LabelsError(f"labels file {path} does not exist") from e
+    except OSError as e:
+        raise LabelsError(f"cannot read labels file {path}: {e.strerror}") from e
+    labels = parse_labels(text)
+    if not labels:
+        raise LabelsError(f"labels file {path} is empty; expected one class name per line")
+    return labels
+
+
+def align_labels(labels: Sequence[str], num_outputs: int, source: str = "labels") -> List[str]:
+    """Make `labels` match a model with `num_outputs` classes, or say clearly why they cannot.
+
+    TFLite's ImageNet classifiers have 1001 outputs with 'background' first, while Keras' have 1000: a
+    1001-line file with 'background' first serves both, so one extra leading 'background' is dropped,
+    and a missing one is added for a model that has the extra output.
+    """
+    labels = list(labels)
+    n = len(labels)
+    if n == num_outputs:
+        return labels
+    if n == num_outputs + 1 and labels[0].strip().lower() == BACKGROUND:
+        return labels[1:]
+    if n + 1 == num_outputs:
+        return [BACKGROUND] + labels
+    raise LabelsError(
+        f"{source} has {n} class names but the model has {num_outputs} outputs; "
+        f"give a labels file with {num_outputs} lines (one class name per output, in output order)"
+    )

@@ -1,0 +1,105 @@
+"""Models shipped inside the package, addressable by name wherever a model path is accepted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import click
+
+from edgevision.errors import ModelError
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+
+#: name -> file in edgevision/models/. Each has a model card `<name>.md` beside it.
+BUNDLED = {
+    "cifar10-cnn": "cifar10-cnn.tflite",
+    "cifar10-mobilenetv2": "cifar10-mobilenetv2.tflite",
+}
+DEFAULT_MODEL = "cifar10-cnn"
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    name: str
+    path: Path
+    bytes: int
+    quantization: Optional[str]
+    input_size: Optional[tuple]
+    num_classes: Optional[int]
+    accuracy: Optional[float]
+
+
+def bundled_path(name: str) -> Path:
+    if name not in BUNDLED:
+        raise ModelError(f"unknown bundled model {name!r}; bundled models: {', '.join(BUNDLED)}")
+    path = MODELS_DIR / BUNDLED[name]
+    if not path.is_file():
+        raise ModelError(
+            f"bundled model {name!r} is not included in this installation ({path} is missing); "
+            "pass the path of a .tflite file instead"
+        )
+    return path
+
+
+def resolve_model(ref) -> Path:
+    """A bundled model name or a path -> an existing path (ModelError otherwise)."""
+    ref_str = str(ref)
+    if ref_str in BUNDLED and not Path(ref_str).exists():
+        return bundled_path(ref_str)
+    path = Path(ref_str).expanduser()
+    if not path.exists():
+        hint = f" (bundled models: {', '.join(BUNDLED)})" if "/" not in ref_str and "." not in ref_str else ""
+        raise ModelError(f"model {ref_str!r} does not exist{hint}")
+    return path
+
+
+def list_bundled() -> List[BundledModel]:
+    from edgevision.edge_runtime.metadata import read_metadata
+
+    out = []
+    for name, filename in BUNDLED.items():
+        path = MODELS_DIR / filename
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        meta = read_metadata(data) or {}
+        pre = meta.get("preprocess") or {}
+        out.append(
+            BundledModel(
+                name=name,
+                path=path,
+                bytes=len(data),
+                quantization=meta.get("quantization"),
+                input_size=tuple(pre["input_size"]) if "input_size" in pre else None,
+                num_classes=len(meta["labels"]) if isinstance(meta.get("labels"), list) else None,
+                accuracy=(meta.get("metrics") or {}).get("accuracy"),
+            )
+        )
+    return out
+
+
+@click.command("models")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list instead of a table.")
+def models_command(as_json: bool) -> None:
+    """List the bundled models with path, size, quantization and accuracy."""
+    import json
+
+    models = list_bundled()
+    if as_json:
+        rows = [
+            {**m.__dict__, "path": str(m.path), "input_size": list(m.input_size) if m.input_size else None}
+            for m in models
+        ]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not models:
+        click.echo("no bundled models in this installation")
+        return
+    click.echo(f"{'name':<22}{'quant':<8}{'input':<10}{'classes':>8}{'size':>10}{'accuracy':>10}  path")
+    for m in models:
+        size = f"{m.bytes / 1024:.0f} KB"
+        acc = f"{m.accuracy * 100:.2f}%" if m.accuracy is not None else "-"
+        inp = "x".join(map(str, m.input_size)) if m.input_size else "-"
+        click.echo(f"{m.name:<22}{m.quantization or '-':<8}{inp:<10}{m.num_classes or '-':>8}{size:>10}{acc:>10}  {m.path}")

@@ -1,0 +1,63 @@
+"""The exceptions edgevision raises for problems a user can fix.
+
+Library code raises these (never `sys.exit`, never `print`); the CLI turns each into one line on
+stderr and a non-zero exit status. Messages say what was received, what was expected and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class EdgeVisionError(Exception):
+    """Base class: a problem with the user's input, files or environment, not a bug."""
+
+    #: Process exit status the CLI uses for this kind of error.
+    exit_code = 1
+
+
+class UsageError(EdgeVisionError):
+    """Arguments that cannot work together, or a value out of range."""
+
+    exit_code = 2
+
+
+class DataError(EdgeVisionError):
+    """A dataset or image folder that is missing, empty or unreadable."""
+
+
+class ImageError(EdgeVisionError):
+    """An image that cannot be decoded, or is too large to decode safely."""
+
+
+class ModelError(EdgeVisionError):
+    """A model file that is missing, corrupt, unsafe or not an image classifier."""
+
+
+class LabelsError(EdgeVisionError):
+    """Class labels that do not match the model's outputs."""
+
+
+class ConversionError(EdgeVisionError):
+    """A model that TensorFlow Lite cannot convert as asked."""
+
+
+class SourceError(EdgeVisionError):
+    """A camera, stream or video that cannot be opened or stopped delivering frames."""
+
+    exit_code = 2
+
+
+class DependencyError(EdgeVisionError):
+    """An optional dependency (an extra) that this command needs is not installed."""
+
+
+def require(module: str, extra: str, purpose: str):
+    """Import `module` or raise DependencyError naming the extra that provides it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise DependencyError(
+            f"{purpose} needs the Python package '{module}', which is not installed; "
+            f"install it with: pip install 'edgevision[{extra}]'"
+        ) from e

@@ -1,0 +1,1 @@
+"""Bundled int8 models (package data). See `edgevision.bundled`."""

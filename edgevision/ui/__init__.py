@@ -1,0 +1,1 @@
+"""The Streamlit page (needs the ui extra)."""

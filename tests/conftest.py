@@ -1,0 +1,66 @@
+"""Shared test fixtures. Tests that need ../shared skip cleanly (and say why) where it is absent."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EDGEVISION_SHARED", REPO.parent / "shared"))
+
+
+def shared_path(*parts: str) -> Path:
+    """A file under ../shared, or skip the test saying what is missing."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs {path} (the read-only ../shared data folder), which is absent here")
+    return path
+
+
+@pytest.fixture(scope="session")
+def reference_model() -> Path:
+    """Google's uint8 ImageNet MobileNetV2 (1001 classes, background first): a model nobody here made."""
+    return shared_path("models", "reference", "mobilenet_v2_1.0_224_quant.tflite")
+
+
+@pytest.fixture(scope="session")
+def imagenet_labels() -> Path:
+    return shared_path("models", "reference", "imagenet_labels.txt")
+
+
+@pytest.fixture(scope="session")
+def cat_image() -> Path:
+    return shared_path("images", "cat.bmp")
+
+
+@pytest.fixture(scope="session")
+def grace_hopper_image() -> Path:
+    return shared_path("images", "grace_hopper.bmp")
+
+
+@pytest.fixture(scope="session")
+def camera_frame() -> Path:
+    return shared_path("images", "cat_720p.jpg")
+
+
+def run_cli(*args, env=None, timeout=600, input=None, cwd=None) -> subprocess.CompletedProcess:
+    """Run the real `edgevision` CLI in a subprocess (no in-process shortcuts)."""
+    full_env = {**os.environ, "EDGEVISION_DEBUG": "", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "edgevision.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        input=input,
+        cwd=cwd,
+    )
+
+
+@pytest.fixture
+def cli():
+    return run_cli
