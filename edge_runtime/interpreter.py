@@ -1,0 +1,124 @@
+"""Choosing and opening a TensorFlow Lite interpreter, without TensorFlow.
+
+Two backends expose the same `Interpreter` class: `ai-edge-litert` (Google's current LiteRT wheels, numpy 2,
+XNNPACK; the default) and `tflite-runtime` (the legacy wheels that older boards still have; numpy 1 only).
+TensorFlow's own `tf.lite.Interpreter` is deliberately not a backend: the edge runtime never imports TensorFlow.
+
+Models are always opened from bytes (`model_content`), never from a path: that is the path on which the
+interpreter runs the flatbuffer verifier first. Handing a path to the C++ loader skipped verification, and
+about 20 % of 4,800 mutated models segfaulted that way (see edge_runtime/safety.py for the rest of the story).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Dict, List, Optional
+
+from edgevision.errors import DependencyError, ModelError, UsageError
+
+AUTO = "auto"
+#: Backend name -> (module providing `Interpreter`, distribution name, extra that installs it), by preference.
+BACKENDS: Dict[str, tuple] = {
+    "ai-edge-litert": ("ai_edge_litert.interpreter", "ai-edge-litert", "edge"),
+    "tflite-runtime": ("tflite_runtime.interpreter", "tflite-runtime", "tflite-runtime"),
+}
+
+
+def _interpreter_class(name: str):
+    """The backend's Interpreter class; ImportError if the backend is not usable here."""
+    module = importlib.import_module(BACKENDS[name][0])
+    return module.Interpreter
+
+
+def _check_name(name: str) -> None:
+    if name != AUTO and name not in BACKENDS:
+        raise UsageError(f"unknown interpreter backend {name!r}; choose one of: {AUTO}, {', '.join(BACKENDS)}")
+
+
+def available_backends() -> List[str]:
+    """Backends that can be imported here, in order of preference.
+
+    "Importable" is the test, not "installed": tflite-runtime installed next to numpy 2 is installed and
+    unusable (its extension module was built against numpy 1 and fails to import).
+    """
+    out = []
+    for name in BACKENDS:
+        try:
+            _interpreter_class(name)
+        except Exception:  # noqa: BLE001 - a broken wheel can raise anything at import time
+            continue
+        out.append(name)
+    return out
+
+
+def resolve_backend(name: str = AUTO) -> str:
+    """"auto" -> the first usable backend; a named backend -> itself if usable. DependencyError otherwise."""
+    _check_name(name)
+    candidates = list(BACKENDS) if name == AUTO else [name]
+    errors = []
+    for candidate in candidates:
+        try:
+            _interpreter_class(candidate)
+            return candidate
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"{candidate}: {type(e).__name__}: {e}")
+    if name == AUTO:
+        raise DependencyError(
+            "no TensorFlow Lite interpreter is installed (tried " + "; ".join(errors) + "); install one with "
+            "pip install 'edgevision[edge]' (ai-edge-litert) or, on older boards, "
+            "pip install 'edgevision[tflite-runtime]'"
+        )
+    extra = BACKENDS[name][2]
+    raise DependencyError(
+        f"the {name} interpreter backend cannot be imported ({errors[0]}); "
+        f"install it with: pip install 'edgevision[{extra}]', or use --backend auto"
+    )
+
+
+def backend_version(name: str) -> str:
+    """Installed version of a backend's distribution ("unknown" if its metadata is missing)."""
+    from importlib import metadata
+
+    _check_name(name)
+    name = resolve_backend(name) if name == AUTO else name
+    try:
+        return metadata.version(BACKENDS[name][1])
+    except metadata.PackageNotFoundError:
+        module = importlib.import_module(BACKENDS[name][0].rsplit(".", 1)[0])
+        return str(getattr(module, "__version__", "unknown"))
+
+
+def check_num_threads(num_threads: Optional[int]) -> Optional[int]:
+    """None (the interpreter's default) or a positive int; UsageError otherwise."""
+    if num_threads is None:
+        return None
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+        raise UsageError(f"num_threads must be a positive integer or None, got {num_threads!r}")
+    return num_threads
+
+
+def make_interpreter(model_content: bytes, num_threads: Optional[int] = None, backend: str = AUTO,
+                     name: str = "model"):
+    """An interpreter for `model_content` with its tensors allocated.
+
+    Errors the interpreter reports (it raises ValueError for a flatbuffer that fails verification and
+    RuntimeError for ops it cannot prepare) become one-line ModelErrors. This does not protect against a
+    model that crashes the process: `safety.verify_model` is for models that are not yet known to be good.
+    """
+    num_threads = check_num_threads(num_threads)
+    if not isinstance(model_content, (bytes, bytearray, memoryview)):
+        raise UsageError(f"model_content must be the model's bytes, got {type(model_content).__name__}")
+    if len(model_content) == 0:
+        raise ModelError(f"{name}: the model file is empty")
+    Interpreter = _interpreter_class(resolve_backend(backend))
+    try:
+        interpreter = Interpreter(model_content=bytes(model_content), num_threads=num_threads)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise ModelError(f"{name}: the interpreter cannot load this model ({_first_line(e)})") from e
+    return interpreter
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
