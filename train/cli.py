@@ -1,0 +1,91 @@
+"""`edgevision train cnn|mobilenetv2`: thin click commands over edgevision.train.trainer.train()."""
+
+from __future__ import annotations
+
+import click
+
+from edgevision.errors import UsageError
+
+
+def _common(f):
+    options = [
+        click.option("--data", default="cifar10", show_default=True,
+                     help="'cifar10' (Keras download, cached) or an image folder with one subfolder per class."),
+        click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+                     help="Run directory: model, labels, preprocessing, reports and checkpoints go here."),
+        click.option("--epochs", type=int, default=None, help="Epochs in all (default depends on the model)."),
+        click.option("--batch-size", type=int, default=None, help="Images per step (default depends on the model)."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split, initialisation and augmentation."),
+        click.option("--val-split", type=float, default=0.1, show_default=True,
+                     help="Fraction of each class held out for validation (stratified, seeded)."),
+        click.option("--val-data", type=click.Path(file_okay=False), default=None,
+                     help="A separate validation folder (overrides --val-split)."),
+        click.option("--mixed-precision", is_flag=True, help="float16 on GPUs (bfloat16 on CPUs) for speed."),
+        click.option("--learning-rate", type=float, default=None, help="Peak learning rate (default depends on the model)."),
+        click.option("--weight-decay", type=float, default=5e-3, show_default=True, help="Decoupled weight decay."),
+        click.option("--label-smoothing", type=float, default=0.1, show_default=True),
+        click.option("--limit-per-class", type=int, default=None,
+                     help="Use at most N images per class (quick experiments and tests)."),
+        click.option("--resume", is_flag=True,
+                     help="Require a checkpoint to continue from (re-running the same command resumes anyway)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@click.group()
+def train():
+    """Train a model into a run directory (needs the train extra: pip install 'edgevision[train]')."""
+
+
+@train.command("cnn")
+@_common
+def cnn(**kwargs):
+    """A compact CNN for 32x32 images (about 1.2 M parameters), e.g. CIFAR-10.
+
+    \b
+    Example:
+      edgevision train cnn --data cifar10 --out runs/cnn --epochs 30
+    """
+    _run("cnn", kwargs, default_epochs=30, default_batch=256)
+
+
+@train.command("mobilenetv2")
+@_common
+@click.option("--weights", default="imagenet", show_default=True,
+              help="imagenet (Keras download and cache), none (random init) or a weights file path.")
+@click.option("--input-size", type=int, default=96, show_default=True, help="Square input size, 96 to 224.")
+@click.option("--alpha", type=float, default=1.0, show_default=True, help="Width multiplier (ImageNet weights: 0.35-1.4).")
+@click.option("--head-epochs", type=int, default=2, show_default=True, help="Epochs training only the new head.")
+@click.option("--fine-tune-layers", type=int, default=60, show_default=True,
+              help="Top layers of the base unfrozen in the fine-tuning phase (batch norm stays frozen).")
+@click.option("--fine-tune-learning-rate", type=float, default=3e-4, show_default=True)
+def mobilenetv2(**kwargs):
+    """MobileNetV2 transfer learning: a new head on the frozen base, then fine-tuning of its top layers.
+
+    \b
+    Example:
+      edgevision train mobilenetv2 --data cifar10 --out runs/mnv2 --input-size 96 --epochs 8
+    """
+    _run("mobilenetv2", kwargs, default_epochs=8, default_batch=64)
+
+
+def _run(arch: str, kwargs: dict, default_epochs: int, default_batch: int) -> None:
+    from edgevision.errors import require
+
+    require("keras", "train", "training")
+    from edgevision.train.trainer import TrainSettings, read_checkpoint_state, train as run_training
+    from pathlib import Path
+
+    resume = kwargs.pop("resume")
+    kwargs["epochs"] = kwargs["epochs"] or default_epochs
+    kwargs["batch_size"] = kwargs["batch_size"] or default_batch
+    if resume and read_checkpoint_state(Path(kwargs["out"])) is None:
+        raise UsageError(f"--resume: {kwargs['out']} has no checkpoint to continue from")
+    settings = TrainSettings(arch=arch, **kwargs)
+    result = run_training(settings, echo=lambda msg: click.echo(msg, err=True))
+    click.echo(
+        f"done: validation accuracy {result.val_accuracy * 100:.2f}% after {settings.epochs} epochs "
+        f"({result.seconds / 60:.1f} min); run directory {result.path}"
+    )

@@ -1,0 +1,250 @@
+"""Training data: CIFAR-10 through Keras, or any class-per-subfolder image folder.
+
+Images are decoded once (OpenCV, every core), prepared with the runtime's own `prepare_pixels` (so training
+sees exactly what the device will), and cached in memory as uint8 at the model's input size. Batches are
+normalised with the runtime's `normalize` and augmented in numpy; the random state is a pure function of
+(seed, epoch, batch), so a resumed run sees the same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edgevision.edge_runtime.datasets import decode_folder, scan_image_folder
+from edgevision.edge_runtime.preprocess import PreprocessConfig, normalize, prepare_pixels
+from edgevision.errors import DataError, UsageError
+
+log = logging.getLogger(__name__)
+
+CIFAR10 = "cifar10"
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Random flips and translations (pad-and-crop), the standard CIFAR recipe."""
+
+    flip: bool = True
+    pad: int = 4  # pixels of reflection padding before a random crop back to size; 0 disables
+    cutout: int = 0  # side of a random square zeroed out (in pixels); 0 disables
+
+
+@dataclass
+class SplitData:
+    """uint8 pixels in the model's colour order at its input size, with integer labels."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    classes: Tuple[str, ...]
+    source: dict  # how to get the same data again: recorded in run.json
+    skipped: List[str]
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val): each class contributes `val_fraction` of its samples (at least one) to val."""
+    if not 0.0 < val_fraction < 1.0:
+        raise UsageError(f"--val-split must be between 0 and 1 (exclusive), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    train_idx, val_idx = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[rng.permutation(len(idx))]
+        n_val = max(1, int(round(len(idx) * val_fraction))) if len(idx) > 1 else 0
+        val_idx.append(idx[:n_val])
+        train_idx.append(idx[n_val:])
+    return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
+
+
+def load_cifar10_arrays() -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """keras.datasets.cifar10 (downloaded once, then cached by Keras): RGB uint8 32x32."""
+    import keras
+
+    try:
+        (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
+    except Exception as e:  # urllib's URLError, socket errors, a truncated cache: all mean "not available"
+        raise DataError(
+            "could not download CIFAR-10 through Keras (no network?): "
+            f"{type(e).__name__}; pass an image folder instead with --data DIR (one subfolder per class)"
+        ) from e
+    return x_train, y_train.reshape(-1).astype(np.int64), x_test, y_test.reshape(-1).astype(np.int64)
+
+
+def _prepare_array(x_rgb: np.ndarray, preprocess: PreprocessConfig) -> np.ndarray:
+    if x_rgb.shape[1:3] == tuple(preprocess.input_size) and preprocess.color_order == "RGB":
+        return x_rgb
+    return np.stack([prepare_pixels(img, preprocess, source_order="RGB") for img in x_rgb])
+
+
+def load_split(
+    data: str,
+    preprocess: PreprocessConfig,
+    val_split: float = 0.1,
+    seed: int = 0,
+    val_data: Optional[str] = None,
+    limit_per_class: Optional[int] = None,
+) -> SplitData:
+    """Load training data and carve (or load) the validation set, all prepared for the model."""
+    transform = lambda img: prepare_pixels(img, preprocess, source_order="BGR")  # noqa: E731
+    skipped: List[str] = []
+    if data == CIFAR10:
+        x, y, _, _ = load_cifar10_arrays()
+        if limit_per_class:
+            x, y = _limit(x, y, limit_per_class, seed)
+        x = _prepare_array(x, preprocess)
+        classes = CIFAR10_CLASSES
+        source = {"kind": "keras.datasets.cifar10"}
+    else:
+        folder = scan_image_folder(data)
+        indices = None
+        if limit_per_class:
+            indices = _limit_indices(folder.labels, limit_per_class, seed)
+        decoded = decode_folder(folder, transform, indices)
+        if decoded.skipped:
+            skipped.append(decoded.skipped_summary())
+        x, y, classes = decoded.pixels, decoded.labels, folder.classes
+        source = {"kind": "folder", "path": str(Path(data).resolve())}
+    if val_data:
+        val_folder = scan_image_folder(val_data, classes=classes)
+        decoded_val = decode_folder(val_folder, transform)
+        if decoded_val.skipped:
+            skipped.append(decoded_val.skipped_summary())
+        x_train, y_train, x_val, y_val = x, y, decoded_val.pixels, decoded_val.labels
+        source["val"] = {"kind": "folder", "path": str(Path(val_data).resolve())}
+    else:
+        train_idx, val_idx = stratified_split(y, val_split, seed)
+        if len(val_idx) == 0:
+            raise DataError("the validation split is empty: add images or pass --val-data DIR")
+        x_train, y_train, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+        source["val"] = {"kind": "split", "fraction": val_split, "seed": seed}
+    if limit_per_class:
+        source["limit_per_class"] = limit_per_class
+    return SplitData(x_train, y_train, x_val, y_val, tuple(classes), source, skipped)
+
+
+def _limit_indices(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)]
+    return np.sort(np.concatenate(keep))
+
+
+def _limit(x, y, per_class, seed):
+    idx = _limit_indices(y, per_class, seed)
+    return x[idx], y[idx]
+
+
+def validation_arrays(run) -> Tuple[np.ndarray, np.ndarray]:
+    """The validation images of a run (uint8, model colour order, input size) and labels, as in training.
+
+    `run` is a run directory or a RunInfo. The split is recomputed from what run.json recorded, so it is
+    exactly the one the model never trained on.
+    """
+    from edgevision.train.run_dir import RunInfo, load_run
+
+    info = run if isinstance(run, RunInfo) else load_run(run)
+    settings = info.settings
+    data = settings.get("data")
+    if not data:
+        raise DataError(f"{info.path}/run.json does not record the training data; pass evaluation images explicitly")
+    split = load_split(
+        data,
+        info.preprocess,
+        val_split=settings.get("val_split", 0.1),
+        seed=settings.get("seed", 0),
+        val_data=settings.get("val_data"),
+        limit_per_class=settings.get("limit_per_class"),
+    )
+    return split.x_val, split.y_val
+
+
+def _keras_pydataset():
+    import keras
+
+    return keras.utils.PyDataset
+
+
+def make_batches(
+    x: np.ndarray,
+    y: np.ndarray,
+    preprocess: PreprocessConfig,
+    batch_size: int,
+    seed: int,
+    augment: Optional[Augmentation] = None,
+    shuffle: bool = True,
+    num_classes: Optional[int] = None,
+):
+    """A keras.utils.PyDataset over the cached uint8 arrays (works on every Keras backend).
+
+    Targets are one-hot float32 when `num_classes` is given (label smoothing needs them), else integers.
+    """
+    targets = np.eye(num_classes, dtype=np.float32)[y] if num_classes else y
+    PyDataset = _keras_pydataset()
+
+    class Batches(PyDataset):
+        def __init__(self):
+            super().__init__(workers=1, use_multiprocessing=False)
+            self.epoch = 0
+            self._order = self._permutation()
+            if augment and augment.pad:
+                p = augment.pad
+                self._padded = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect")
+
+        def _permutation(self):
+            if not shuffle:
+                return np.arange(len(x))
+            return np.random.default_rng([seed, self.epoch]).permutation(len(x))
+
+        def set_epoch(self, epoch: int):
+            self.epoch = epoch
+            self._order = self._permutation()
+
+        def __len__(self):
+            return math.ceil(len(x) / batch_size)
+
+        def __getitem__(self, i):
+            idx = self._order[i * batch_size : (i + 1) * batch_size]
+            if augment:
+                rng = np.random.default_rng([seed, self.epoch, i])
+                batch = self._augment(idx, rng)
+            else:
+                batch = x[idx]
+            return normalize(batch, preprocess), targets[idx]
+
+        def _augment(self, idx, rng):
+            n = len(idx)
+            h, w = x.shape[1:3]
+            if augment.pad:
+                p = augment.pad
+                dy, dx = rng.integers(0, 2 * p + 1, size=(2, n))
+                batch = np.stack([self._padded[j, a : a + h, b : b + w] for j, a, b in zip(idx, dy, dx)])
+            else:
+                batch = x[idx].copy()
+            if augment.flip:
+                flip = rng.random(n) < 0.5
+                batch[flip] = batch[flip, :, ::-1]
+            if augment.cutout:
+                c = augment.cutout
+                cy, cx = rng.integers(0, h, n), rng.integers(0, w, n)
+                for k in range(n):
+                    batch[k, max(0, cy[k] - c // 2) : cy[k] + c // 2, max(0, cx[k] - c // 2) : cx[k] + c // 2] = 0
+            return batch
+
+        def on_epoch_end(self):
+            self.set_epoch(self.epoch + 1)
+
+    return Batches()
+
+
+def channel_stats(x: np.ndarray, sample: int = 10000, seed: int = 0) -> Tuple[Sequence[float], Sequence[float]]:
+    """Per-channel mean and std (pixel units) of uint8 images, on a sample: the normalisation for a new model."""
+    rng = np.random.default_rng(seed)
+    pick = x if len(x) <= sample else x[rng.choice(len(x), sample, replace=False)]
+    flat = pick.reshape(-1, pick.shape[-1]).astype(np.float64)
+    return tuple(np.round(flat.mean(0), 2)), tuple(np.round(np.maximum(flat.std(0), 1e-3), 2))

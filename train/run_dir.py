@@ -1,0 +1,62 @@
+"""The run directory: everything a user needs after `edgevision train`, in files with fixed names."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List
+
+from edgevision.edge_runtime.labels import load_labels
+from edgevision.edge_runtime.preprocess import PreprocessConfig
+from edgevision.errors import ModelError
+
+MODEL = "model.keras"
+LABELS = "labels.txt"
+PREPROCESS = "preprocess.json"
+RUN = "run.json"
+HISTORY = "history.csv"
+CURVES = "curves.png"
+CONFUSION = "confusion_matrix.png"
+REPORT_JSON = "report.json"
+REPORT_TXT = "report.txt"
+CHECKPOINTS = "checkpoints"
+CHECKPOINT_STATE = "state.json"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    path: Path
+    model_path: Path
+    labels: List[str]
+    preprocess: PreprocessConfig
+    settings: dict  # run.json (the resolved command settings, data source, status, results)
+
+
+def is_run_dir(path) -> bool:
+    path = Path(path)
+    return path.is_dir() and (path / PREPROCESS).is_file() and (path / LABELS).is_file()
+
+
+def load_run(path) -> RunInfo:
+    """Read a run directory written by `edgevision train` (ModelError naming what is missing)."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise ModelError(f"{path} is not a run directory (expected a folder written by `edgevision train`)")
+    missing = [name for name in (MODEL, LABELS, PREPROCESS) if not (path / name).is_file()]
+    if missing:
+        hint = " (training has not finished: re-run the same command to resume)" if (path / CHECKPOINTS).is_dir() else ""
+        raise ModelError(f"run directory {path} lacks {', '.join(missing)}{hint}")
+    settings = {}
+    if (path / RUN).is_file():
+        try:
+            settings = json.loads((path / RUN).read_text())
+        except json.JSONDecodeError as e:
+            raise ModelError(f"{path / RUN} is not valid JSON: {e}") from e
+    return RunInfo(
+        path=path,
+        model_path=path / MODEL,
+        labels=load_labels(path / LABELS),
+        preprocess=PreprocessConfig.load(path / PREPROCESS),
+        settings=settings,
+    )

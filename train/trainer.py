@@ -1,0 +1,403 @@
+"""The training loop: phases, checkpoints every epoch, resume after a crash, and the run directory.
+
+Everything here uses the Keras 3 API only (no `tf.*`), so it runs on the TensorFlow, JAX and PyTorch
+backends; the GPU is used when the backend sees one.
+
+Crash safety: after every epoch the model (with its optimizer state) is saved atomically to
+`checkpoints/epoch-NNN.keras`, then `checkpoints/state.json` is atomically updated to point at it, then
+older checkpoints are removed. A kill -9 at any moment leaves a consistent (state, checkpoint) pair, and
+re-running the same command continues after the last completed epoch. Batches and augmentation are a pure
+function of (seed, epoch, batch), so the resumed run matches an uninterrupted one to within noise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import numpy as np
+
+from edgevision import __version__, atomic
+from edgevision.edge_runtime.preprocess import PreprocessConfig, normalize
+from edgevision.errors import UsageError
+from edgevision.train import run_dir as rd
+
+log = logging.getLogger(__name__)
+
+ARCHITECTURES = ("cnn", "mobilenetv2")
+# Settings that may differ between an interrupted run and its resumption without changing the result.
+_RESUME_IGNORED = {"out", "resume", "verbose"}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything that determines a training run; recorded in run.json."""
+
+    arch: str
+    data: str
+    out: str
+    epochs: int
+    batch_size: int
+    seed: int = 0
+    val_split: float = 0.1
+    val_data: Optional[str] = None
+    mixed_precision: bool = False
+    learning_rate: Optional[float] = None  # peak learning rate; None: the architecture's default
+    weight_decay: float = 5e-3  # decoupled (AdamW-style): ~5e-4 classic L2 under momentum 0.9
+    label_smoothing: float = 0.1
+    warmup_fraction: float = 0.15
+    limit_per_class: Optional[int] = None
+    # MobileNetV2 only
+    input_size: int = 96
+    alpha: float = 1.0
+    weights: Optional[str] = "imagenet"
+    head_epochs: int = 2
+    fine_tune_layers: int = 60
+    fine_tune_learning_rate: float = 3e-4
+
+    def __post_init__(self):
+        if self.arch not in ARCHITECTURES:
+            raise UsageError(f"unknown architecture {self.arch!r}; expected one of {ARCHITECTURES}")
+        if self.epochs < 1:
+            raise UsageError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.arch == "mobilenetv2" and not 0 <= self.head_epochs <= self.epochs:
+            raise UsageError(f"--head-epochs must be between 0 and --epochs ({self.epochs}), got {self.head_epochs}")
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    start: int  # global epoch index where this phase starts
+    end: int  # exclusive
+    learning_rate: float
+    optimizer: str  # "sgd" | "adamw"
+
+
+@dataclass
+class RunResult:
+    path: Path
+    val_accuracy: float
+    epochs_run: int
+    resumed_from: int
+    seconds: float
+
+
+def phases_for(settings: TrainSettings) -> List[Phase]:
+    if settings.arch == "cnn":
+        # SGD with Nesterov momentum and a warm-up + cosine schedule: the standard fast CIFAR recipe.
+        lr = settings.learning_rate or 0.1 * settings.batch_size / 128
+        return [Phase("train", 0, settings.epochs, lr, "sgd")]
+    head = settings.head_epochs
+    lr = settings.learning_rate or 1e-3
+    phases = []
+    if head:
+        phases.append(Phase("head", 0, head, lr, "adamw"))
+    if settings.epochs > head:
+        phases.append(Phase("fine_tune", head, settings.epochs, settings.fine_tune_learning_rate, "adamw"))
+    return phases
+
+
+# --- checkpoints -----------------------------------------------------------------------------------
+def read_checkpoint_state(out: Path) -> Optional[dict]:
+    path = out / rd.CHECKPOINTS / rd.CHECKPOINT_STATE
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None  # cannot happen with atomic writes; start over rather than crash
+    if not (out / rd.CHECKPOINTS / state.get("checkpoint", "")).is_file():
+        return None
+    return state
+
+
+def _save_checkpoint(out: Path, model, epoch: int, phase: str, history: List[dict], elapsed: float) -> None:
+    ckpt_dir = out / rd.CHECKPOINTS
+    name = f"epoch-{epoch:03d}.keras"
+    with atomic.atomic_path(ckpt_dir / name, suffix=".keras") as tmp:
+        model.save(tmp)
+    atomic.write_json(
+        ckpt_dir / rd.CHECKPOINT_STATE,
+        {"epoch": epoch, "phase": phase, "checkpoint": name, "history": history, "elapsed_seconds": elapsed},
+    )
+    for old in ckpt_dir.glob("epoch-*.keras"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+
+
+def _epoch_callback(out: Path, phase: Phase, history: List[dict], started: float, elapsed_before: float, batches):
+    import keras
+
+    class EpochCheckpoint(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            row = {"epoch": epoch + 1, "phase": phase.name}
+            row.update({k: float(v) for k, v in (logs or {}).items()})
+            lr = self.model.optimizer.learning_rate
+            row["learning_rate"] = float(np.asarray(keras.ops.convert_to_numpy(lr)))
+            history.append(row)
+            elapsed = elapsed_before + time.time() - started
+            _save_checkpoint(out, self.model, epoch + 1, phase.name, history, elapsed)
+            from edgevision.train.reports import write_history_csv
+
+            write_history_csv(out / rd.HISTORY, history)
+
+    return EpochCheckpoint()
+
+
+# --- model set-up -----------------------------------------------------------------------------------
+def _compile(model, phase: Phase, settings: TrainSettings, steps_per_epoch: int) -> None:
+    import keras
+
+    total = max(1, (phase.end - phase.start) * steps_per_epoch)
+    warmup = int(total * settings.warmup_fraction) if phase.optimizer == "sgd" else 0
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else phase.learning_rate,
+        decay_steps=total - warmup,
+        warmup_target=phase.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+    if phase.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=settings.weight_decay)
+    else:
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=settings.weight_decay * 0.01)
+    # Batch-norm scales/offsets and biases are not decayed (decaying them only hurts).
+    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+
+
+def _set_trainable_for_phase(model, phase: Phase, settings: TrainSettings) -> None:
+    """MobileNetV2: head phase freezes the base; fine-tuning unfreezes its top layers except batch norm."""
+    if settings.arch != "mobilenetv2":
+        return
+    import keras
+
+    base = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    if phase.name == "head":
+        base.trainable = False
+        return
+    base.trainable = True
+    cut = max(0, len(base.layers) - settings.fine_tune_layers)
+    for i, layer in enumerate(base.layers):
+        # Frozen BN layers also run in inference mode, keeping ImageNet statistics (small batches would wreck them).
+        layer.trainable = i >= cut and not isinstance(layer, keras.layers.BatchNormalization)
+
+
+def _build(settings: TrainSettings, num_classes: int, preprocess: PreprocessConfig):
+    from edgevision.train import architectures as arch
+
+    if settings.arch == "cnn":
+        return arch.build_cnn(num_classes, preprocess.input_size)
+    model, _ = arch.build_mobilenetv2(num_classes, settings.input_size, settings.alpha, settings.weights)
+    return model
+
+
+def _distribution_scope():
+    """Several GPUs: use the framework's own data parallelism; otherwise nothing to do."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        if len(gpus) > 1:
+            keras.distribution.set_distribution(keras.distribution.DataParallel(devices=gpus))
+    elif backend == "tensorflow":
+        import tensorflow as tf  # the one TensorFlow-specific line: MirroredStrategy has no Keras 3 equivalent
+
+        if len(tf.config.list_physical_devices("GPU")) > 1:
+            return tf.distribute.MirroredStrategy().scope()
+    return contextlib.nullcontext()
+
+
+def _configure_precision(settings: TrainSettings) -> str:
+    import keras
+
+    if not settings.mixed_precision:
+        keras.mixed_precision.set_global_policy("float32")
+        return "float32"
+    # float16 needs a GPU's tensor cores; on CPUs bfloat16 is the mixed type that is fast (AVX-512 BF16/AMX).
+    policy = "mixed_float16" if _has_gpu() else "mixed_bfloat16"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def _has_gpu() -> bool:
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return any(d.platform == "gpu" for d in jax.devices())
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def make_preprocess(settings: TrainSettings, x_train: np.ndarray) -> PreprocessConfig:
+    from edgevision.train import architectures as arch
+    from edgevision.train.data import channel_stats
+
+    if settings.arch == "cnn":
+        mean, std = channel_stats(x_train, seed=settings.seed)
+        return PreprocessConfig(input_size=arch.CNN_INPUT, color_order="RGB", mean=mean, std=std)
+    return arch.mobilenet_preprocess(settings.input_size)
+
+
+def _preprocess_for_loading(settings: TrainSettings, out: Path) -> PreprocessConfig:
+    """Input size and colour order decide how images are cached; mean/std come later from the data."""
+    from edgevision.train import architectures as arch
+
+    if (out / rd.PREPROCESS).is_file():
+        return PreprocessConfig.load(out / rd.PREPROCESS)
+    if settings.arch == "cnn":
+        return PreprocessConfig(input_size=arch.CNN_INPUT)
+    arch.check_mobilenet_size(settings.input_size)
+    return arch.mobilenet_preprocess(settings.input_size)
+
+
+def _check_resumable(out: Path, settings: TrainSettings) -> None:
+    run_json = out / rd.RUN
+    if not run_json.is_file():
+        return
+    recorded = json.loads(run_json.read_text()).get("settings", {})
+    mine = {k: v for k, v in dataclasses.asdict(settings).items() if k not in _RESUME_IGNORED}
+    theirs = {k: v for k, v in recorded.items() if k not in _RESUME_IGNORED}
+    # epochs count too: the learning-rate schedule is laid out over the whole run.
+    diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    if diff:
+        details = ", ".join(f"{k}: {theirs.get(k)!r} -> {mine.get(k)!r}" for k in diff)
+        raise UsageError(
+            f"{out} holds a run with other settings ({details}); use a new --out, or the same settings to resume"
+        )
+
+
+# --- the run -----------------------------------------------------------------------------------------
+def train(settings: TrainSettings, echo: Callable[[str], None] = log.info, verbose="auto") -> RunResult:
+    """Train (or resume) a run into `settings.out`; returns where it is and how it did."""
+    import keras
+
+    from edgevision.train.data import Augmentation, load_split, make_batches
+    from edgevision.train.reports import plot_curves, write_classification_reports, write_history_csv
+
+    out = Path(settings.out)
+    _check_resumable(out, settings)
+    state = read_checkpoint_state(out)
+    keras.utils.set_random_seed(settings.seed)
+    policy = _configure_precision(settings)
+
+    load_started = time.time()
+    split = load_split(
+        settings.data, _preprocess_for_loading(settings, out), settings.val_split, settings.seed,
+        settings.val_data, settings.limit_per_class,
+    )
+    for warning in split.skipped:
+        echo(f"warning: {warning}")
+    echo(
+        f"data: {len(split.x_train)} training and {len(split.x_val)} validation images, "
+        f"{len(split.classes)} classes, loaded in {time.time() - load_started:.1f}s"
+    )
+    preprocess = PreprocessConfig.load(out / rd.PREPROCESS) if state else make_preprocess(settings, split.x_train)
+    out.mkdir(parents=True, exist_ok=True)
+    preprocess.save(out / rd.PREPROCESS)
+    atomic.write_text(out / rd.LABELS, "\n".join(split.classes) + "\n")
+    run_info = {
+        "edgevision": __version__,
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "python": platform.python_version(),
+        "machine": platform.platform(),
+        "precision_policy": policy,
+        "settings": dataclasses.asdict(settings),
+        "data_source": split.source,
+        "num_train": int(len(split.x_train)),
+        "num_val": int(len(split.x_val)),
+        "status": "training",
+        # Flat copies of what validation_arrays() needs to rebuild the split.
+        "data": settings.data,
+        "val_split": settings.val_split,
+        "val_data": settings.val_data,
+        "seed": settings.seed,
+        "limit_per_class": settings.limit_per_class,
+    }
+    atomic.write_json(out / rd.RUN, run_info)
+
+    num_classes = len(split.classes)
+    augment = Augmentation(flip=True, pad=split.x_train.shape[1] // 8)
+    train_batches = make_batches(
+        split.x_train, split.y_train, preprocess, settings.batch_size, settings.seed, augment, True, num_classes
+    )
+    val_batches = make_batches(split.x_val, split.y_val, preprocess, max(256, settings.batch_size), settings.seed,
+                               None, False, num_classes)
+
+    history: List[dict] = list(state["history"]) if state else []
+    done = state["epoch"] if state else 0
+    elapsed_before = state.get("elapsed_seconds", 0.0) if state else 0.0
+    resumed_from = done
+    if state:
+        echo(f"resuming after epoch {done} (phase {state['phase']}) from {out / rd.CHECKPOINTS / state['checkpoint']}")
+    started = time.time()
+    model = None
+    with _distribution_scope():
+        if state:
+            model = keras.models.load_model(out / rd.CHECKPOINTS / state["checkpoint"], safe_mode=True)
+        for phase in phases_for(settings):
+            if done >= phase.end:
+                continue
+            if model is None:
+                model = _build(settings, num_classes, preprocess)
+            if not (state and state["phase"] == phase.name and done > phase.start):
+                _set_trainable_for_phase(model, phase, settings)
+                _compile(model, phase, settings, len(train_batches))
+            echo(f"phase {phase.name}: epochs {max(done, phase.start) + 1}..{phase.end}, peak learning rate {phase.learning_rate:g}")
+            train_batches.set_epoch(max(done, phase.start))
+            model.fit(
+                train_batches,
+                validation_data=val_batches,
+                epochs=phase.end,
+                initial_epoch=max(done, phase.start),
+                callbacks=[_epoch_callback(out, phase, history, started, elapsed_before, train_batches)],
+                verbose=verbose,
+            )
+            done = phase.end
+            state = None  # later phases start fresh (new trainable set, new optimizer)
+        if model is None:  # everything was already done: only the final outputs may be missing
+            ckpt = read_checkpoint_state(out)
+            model = keras.models.load_model(out / rd.CHECKPOINTS / ckpt["checkpoint"], safe_mode=True)
+
+    with atomic.atomic_path(out / rd.MODEL, suffix=".keras") as tmp:
+        model.save(tmp)
+    probs = model.predict(normalize(split.x_val, preprocess), batch_size=256, verbose=0)
+    total_seconds = elapsed_before + time.time() - started
+    report = write_classification_reports(
+        out, split.y_val, probs, split.classes, extra={"eval_set": "validation split", "model": rd.MODEL}
+    )
+    write_history_csv(out / rd.HISTORY, history)
+    plot_curves(out / rd.CURVES, history)
+    run_info.update(
+        status="complete",
+        val_accuracy=report["accuracy"],
+        train_seconds=round(total_seconds, 1),
+        epochs_completed=settings.epochs,
+        parameters=int(model.count_params()),
+    )
+    atomic.write_json(out / rd.RUN, run_info)
+    return RunResult(out, report["accuracy"], settings.epochs - resumed_from, resumed_from, total_seconds)
