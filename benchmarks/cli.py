@@ -1,0 +1,140 @@
+"""`edgevision bench`: the command line over benchmarks.runner (imports only click and light modules)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from typing import Optional, Sequence
+
+import click
+
+from edgevision.errors import ModelError, UsageError
+
+
+def _progress(quiet: bool):
+    if quiet:
+        return None
+    return lambda message: click.echo(message, err=True)
+
+
+@click.command("bench", context_settings={"max_content_width": 100})
+@click.argument("models", nargs=-1, metavar="MODEL...")
+@click.option("--threads", default="1", show_default=True, metavar="N[,N...]",
+              help="Interpreter thread counts to measure, e.g. 1,2,4.")
+@click.option("--warmup", default=20, show_default=True, type=int, help="Untimed runs before timing.")
+@click.option("--runs", default=200, show_default=True, type=int, help="Timed runs per model and thread count.")
+@click.option("--backend", default="auto", show_default=True,
+              type=click.Choice(["auto", "ai-edge-litert", "tflite-runtime"]), help="TensorFlow Lite interpreter.")
+@click.option("--json", "json_out", metavar="FILE", help="Write all results as JSON ('-': to stdout, table to stderr).")
+@click.option("--csv", "csv_out", metavar="FILE", help="Write one CSV row per measurement.")
+@click.option("--md", "md_out", metavar="FILE", help="Write a Markdown page with the machine header and table.")
+@click.option("--plot", "plot_out", metavar="FILE.png",
+              help="Latency against accuracy (marker size: file size, Pareto front marked); needs matplotlib.")
+@click.option("--e2e", "e2e_source", metavar="SRC",
+              help="Also run the camera pipeline over SRC (video file, stream URL, camera index, image folder) "
+                   "and report frames/s and time per stage.")
+@click.option("--e2e-frames", default=200, show_default=True, type=int, help="Frames to process with --e2e.")
+@click.option("--eval", "eval_dir", metavar="DIR",
+              help="Labelled images (one subfolder per class, named like the model's labels): adds top-1 accuracy.")
+@click.option("--eval-limit", type=int, metavar="N", help="At most N images per class for --eval.")
+@click.option("--compare-tf", is_flag=True,
+              help="Also time the Keras model (given as a MODEL, or found from the .tflite) with predict() and a "
+                   "direct call; needs TensorFlow.")
+@click.option("--remote", "remotes", multiple=True, metavar="USER@HOST",
+              help="Run the benchmark on a device over SSH (repeatable); it needs edgevision[edge] installed.")
+@click.option("--local", "also_local", is_flag=True, help="With --remote: measure on this machine too.")
+@click.option("--remote-command", default="edgevision", show_default=True, metavar="CMD",
+              help="How to start edgevision on the device, e.g. '~/venv/bin/edgevision' or "
+                   "'python3 -m edgevision.cli'.")
+@click.option("--ssh-port", type=int, metavar="PORT", help="SSH port of the device(s).")
+@click.option("--ssh-identity", metavar="FILE", help="Private key for SSH (ssh -i).")
+@click.option("--ssh-option", "ssh_options", multiple=True, metavar="KEY=VALUE",
+              help="Extra ssh/scp option (ssh -o), repeatable, e.g. UserKnownHostsFile=/path.")
+@click.option("--trusted", is_flag=True, help="Skip the runtime's model check for --e2e/--eval (models you made).")
+@click.option("--timeout", "timeout_s", default=600.0, show_default=True, type=float, metavar="SECONDS",
+              help="Longest one measurement may take before it is stopped and reported.")
+@click.option("--no-overhead-check", is_flag=True,
+              help="Skip the bare invoke() loop that measures the harness's own cost (halves the time).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
+def bench(models: Sequence[str], threads: str, warmup: int, runs: int, backend: str, json_out: Optional[str],
+          csv_out: Optional[str], md_out: Optional[str], plot_out: Optional[str], e2e_source: Optional[str],
+          e2e_frames: int, eval_dir: Optional[str], eval_limit: Optional[int], compare_tf: bool, remotes,
+          also_local: bool, remote_command: str, ssh_port: Optional[int], ssh_identity: Optional[str],
+          ssh_options, trusted: bool, timeout_s: float, no_overhead_check: bool, quiet: bool) -> None:
+    """Measure load time, latency (mean/p50/p90/p99/min/max/std), throughput and peak memory of .tflite models.
+
+    MODEL is a .tflite file, a folder of them, or a bundled model name (see `edgevision models`). Each model
+    and thread count runs in its own process, so memory figures do not mix and a crashing model only costs
+    its own row. Progress goes to stderr, the table to stdout.
+
+    \b
+    Examples:
+      edgevision bench cifar10-cnn --threads 1,2
+      edgevision bench converted/ --eval data/test --plot pareto.png --md results.md
+      edgevision bench model.tflite --e2e clip.mp4
+      edgevision bench model.tflite --remote pi@raspberrypi.local --local
+    """
+    from edgevision.benchmarks import report as rep
+    from edgevision.benchmarks.runner import BenchSettings, parse_threads, resolve_models, run_benchmarks
+
+    if not models:
+        raise UsageError("give at least one MODEL: a .tflite file, a folder of them, or a bundled model name "
+                         "(see `edgevision models`)")
+    if also_local and not remotes:
+        raise UsageError("--local only makes sense with --remote (without --remote everything runs here)")
+    settings = BenchSettings(
+        threads=parse_threads(threads), warmup=warmup, runs=runs, backend=backend,
+        compare_bare=not no_overhead_check, timeout_s=timeout_s, e2e_source=e2e_source, e2e_frames=e2e_frames,
+        eval_dir=eval_dir, eval_limit=eval_limit, compare_tf=compare_tf, trusted=trusted,
+    )
+    _check_outputs(plot_out)
+    progress = _progress(quiet)
+    if eval_dir is not None:
+        from pathlib import Path
+
+        if not Path(eval_dir).is_dir():
+            raise UsageError(f"--eval {eval_dir}: not a folder; expected one subfolder of images per class")
+    if remotes:
+        from edgevision.benchmarks.remote import RemoteSettings, merge_reports, run_remote
+
+        specs = resolve_models(models, compare_tf=False)
+        ssh = RemoteSettings(command=remote_command, port=ssh_port, identity=ssh_identity,
+                             options=tuple(ssh_options))
+        reports = [run_remote(target, specs, settings, ssh, progress=progress) for target in remotes]
+        if also_local:
+            reports.insert(0, run_benchmarks(specs, settings, progress=progress))
+        result = merge_reports(reports)
+    else:
+        result = run_benchmarks(resolve_models(models, compare_tf=compare_tf), settings, progress=progress)
+
+    data = result.to_dict()
+    command = "edgevision bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else None
+    if json_out == "-":
+        click.echo(rep.format_report(data), err=True)
+        click.echo(rep.to_json(data), nl=False)
+    else:
+        click.echo(rep.format_report(data))
+        if json_out:
+            rep.write_json(data, json_out)
+    if csv_out:
+        rep.write_csv(data, csv_out)
+    if md_out:
+        rep.write_markdown(data, md_out, command=command)
+    if plot_out:
+        note = rep.write_plot(data, plot_out)
+        if note:
+            click.echo(f"note: {note}", err=True)
+    written = [p for p in (json_out, csv_out, md_out, plot_out) if p and p != "-"]
+    if written and progress:
+        progress("wrote " + ", ".join(written))
+    failed = result.errors
+    if failed:
+        raise ModelError(
+            f"{len(failed)} of {len(data['results'])} measurements failed (first: {failed[0]['model']}: "
+            f"{failed[0]['error']}); the others are reported above"
+        )
+
+
+def _check_outputs(plot_out: Optional[str]) -> None:
+    if plot_out and not plot_out.lower().endswith(".png"):
+        raise UsageError(f"--plot writes a PNG image; give a file name ending in .png, got {plot_out!r}")

@@ -1,0 +1,326 @@
+"""Presenting a benchmark report: a text table, JSON, CSV, Markdown and a latency/accuracy plot.
+
+Pure formatting over `Report.to_dict()`-shaped data; every file is written atomically (edgevision.atomic), so an
+interrupted run never leaves half a CSV where the last good one was.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from edgevision.atomic import atomic_path, write_text
+
+LATENCY_KEYS = ("mean", "p50", "p90", "p99", "min", "max", "std")
+KERAS_BACKENDS = ("keras.predict", "keras.call")
+
+
+# --- cells ----------------------------------------------------------------------------------------
+def _num(value, fmt: str = ".2f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _size(n: Optional[int]) -> str:
+    if n is None:
+        return "-"
+    if n >= 2**20:
+        return f"{n / 2**20:.1f} MB"
+    return f"{n / 2**10:.0f} KB"
+
+
+def _input(row: Dict[str, Any]) -> str:
+    inp = row.get("input")
+    if isinstance(inp, list):
+        inp = inp[0] if inp else None
+    if not isinstance(inp, dict):
+        return "-"
+    return "x".join(map(str, inp.get("shape", []))) + f" {inp.get('dtype', '')}".rstrip()
+
+
+def _lat(row: Dict[str, Any], key: str) -> Optional[float]:
+    lat = row.get("latency_ms") or {}
+    return lat.get(key)
+
+
+def _columns(rows: Sequence[Dict[str, Any]], multi_device: bool) -> List[Tuple[str, Callable[[Dict], str]]]:
+    cols: List[Tuple[str, Callable[[Dict], str]]] = []
+    if multi_device:
+        cols.append(("device", lambda r: str(r.get("device", "-"))))
+    cols += [
+        ("model", lambda r: str(r.get("model"))),
+        ("thr", lambda r: str(r.get("threads"))),
+        ("backend", lambda r: str(r.get("backend") or "-")),
+        ("quant", lambda r: str(r.get("quantization") or "-")),
+        ("size", lambda r: _size(r.get("bytes"))),
+        ("input", _input),
+        ("load ms", lambda r: _num(r.get("load_ms"), ".1f")),
+        *[(f"{k} ms", (lambda key: lambda r: _num(_lat(r, key)))(k)) for k in LATENCY_KEYS],
+        ("inf/s", lambda r: _num(r.get("inferences_per_s"), ".1f")),
+        ("peak MB", lambda r: _num(r.get("peak_rss_mb"), ".1f")),
+        ("overhead", lambda r: _num(r.get("harness_overhead"), ".3f")),
+    ]
+    if any(r.get("accuracy") is not None for r in rows):
+        cols.append(("top-1", lambda r: _num(r.get("accuracy"), ".4f")))
+    if any(isinstance(r.get("e2e"), dict) for r in rows):
+        cols.append(("e2e fps", lambda r: _num((r.get("e2e") or {}).get("fps"), ".1f")))
+        cols.append(("e2e ms/frame", lambda r: _e2e_total(r)))
+    return cols
+
+
+def _e2e_total(row: Dict[str, Any]) -> str:
+    e2e = row.get("e2e") or {}
+    if e2e.get("error"):
+        return "error"
+    return _num((e2e.get("stages_ms") or {}).get("total", {}).get("mean"))
+
+
+def _multi_device(report: Dict[str, Any]) -> bool:
+    return len({r.get("device") for r in report.get("results", [])}) > 1
+
+
+# --- text table -----------------------------------------------------------------------------------
+def format_table(report: Dict[str, Any]) -> str:
+    """The results as an aligned text table, with errors listed under it."""
+    rows = report.get("results", [])
+    ok = [r for r in rows if not r.get("error")]
+    cols = _columns(rows, _multi_device(report))
+    cells = [[name for name, _ in cols]] + [[fn(r) for _, fn in cols] for r in ok]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(cols))]
+    lines = []
+    for i, line in enumerate(cells):
+        lines.append("  ".join(c.ljust(w) if j < 5 else c.rjust(w) for j, (c, w) in enumerate(zip(line, widths))))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    if not ok:
+        lines = ["(no successful measurements)"]
+    for r in rows:
+        if r.get("error"):
+            lines.append(f"error: {r.get('model')} (threads={r.get('threads')}): {r['error']}")
+    lines += _e2e_lines(rows)
+    return "\n".join(lines)
+
+
+def _e2e_lines(rows: Sequence[Dict[str, Any]]) -> List[str]:
+    out = []
+    for r in rows:
+        e2e = r.get("e2e")
+        if not isinstance(e2e, dict):
+            continue
+        head = f"e2e {r.get('model')} threads={r.get('threads')}"
+        if e2e.get("error"):
+            out.append(f"{head}: error: {e2e['error']}")
+            continue
+        stages = e2e.get("stages_ms") or {}
+        parts = ", ".join(f"{k} {v['mean']:.2f}" for k, v in stages.items() if isinstance(v, dict) and "mean" in v)
+        out.append(f"{head}: {e2e.get('fps', 0):.1f} frames/s over {e2e.get('frames')} frames; "
+                   f"mean ms per stage: {parts}")
+    if out:
+        out.insert(0, "")
+    return out
+
+
+def format_report(report: Dict[str, Any]) -> str:
+    """Header, table and notes: what `edgevision bench` prints."""
+    from edgevision.benchmarks.machine import header_lines
+
+    lines = []
+    machines = report.get("machines") or {}
+    if len(machines) > 1:
+        for device, info in machines.items():
+            lines += [f"[{device}] {line}" for line in header_lines(info)]
+    else:
+        lines += header_lines(report.get("machine") or {})
+    s = report.get("settings") or {}
+    lines.append(f"settings: warmup {s.get('warmup')}, runs {s.get('runs')}, backend {s.get('backend')}; "
+                 "times in ms; overhead = harness loop / bare invoke() loop")
+    lines.append("")
+    lines.append(format_table(report))
+    for note in report.get("notes") or []:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+# --- files ----------------------------------------------------------------------------------------
+def to_json(report: Dict[str, Any]) -> str:
+    return json.dumps(report, indent=2, default=str) + "\n"
+
+
+def write_json(report: Dict[str, Any], target) -> Path:
+    return write_text(target, to_json(report))
+
+
+def flat_row(row: Dict[str, Any]) -> Dict[str, Any]:
+    """One result as flat CSV columns (latency_ms_p50, e2e_fps, input_shape, ...)."""
+    out: Dict[str, Any] = {}
+    for key, value in row.items():
+        if key == "latency_ms":
+            for k in LATENCY_KEYS:
+                out[f"latency_ms_{k}"] = (value or {}).get(k)
+        elif key in ("input", "output"):
+            first = value[0] if isinstance(value, list) and value else value
+            if isinstance(first, dict):
+                out[f"{key}_shape"] = "x".join(map(str, first.get("shape", [])))
+                out[f"{key}_dtype"] = first.get("dtype")
+        elif key == "e2e" and isinstance(value, dict):
+            out["e2e_fps"] = value.get("fps")
+            out["e2e_frames"] = value.get("frames")
+            out["e2e_error"] = value.get("error")
+            for stage, stats in (value.get("stages_ms") or {}).items():
+                if isinstance(stats, dict):
+                    out[f"e2e_{stage}_ms_mean"] = stats.get("mean")
+                    out[f"e2e_{stage}_ms_p50"] = stats.get("p50")
+        elif isinstance(value, (dict, list)):
+            out[key] = json.dumps(value)
+        else:
+            out[key] = value
+    return out
+
+
+def to_csv(report: Dict[str, Any]) -> str:
+    rows = [flat_row(r) for r in report.get("results", [])]
+    fields: List[str] = []
+    for r in rows:
+        fields += [k for k in r if k not in fields]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_csv(report: Dict[str, Any], target) -> Path:
+    return write_text(target, to_csv(report))
+
+
+def to_markdown(report: Dict[str, Any], title: str = "edgevision benchmark", command: Optional[str] = None) -> str:
+    """A Markdown page: the machine header, the command, the table, errors and notes."""
+    from edgevision.benchmarks.machine import header_lines
+
+    lines = [f"# {title}", ""]
+    machines = report.get("machines") or {"": report.get("machine") or {}}
+    for device, info in machines.items():
+        if len(machines) > 1:
+            lines.append(f"**{device}**")
+            lines.append("")
+        lines += [f"- {line}" for line in header_lines(info)]
+        lines.append("")
+    s = report.get("settings") or {}
+    lines.append(f"Warm-up {s.get('warmup')} runs (excluded), {s.get('runs')} timed runs, backend "
+                 f"`{s.get('backend')}`. Times in milliseconds; *overhead* is the harness loop's time over a bare "
+                 "`invoke()` loop in the same process; *peak MB* is the peak resident memory of the process that "
+                 "ran the model.")
+    if command:
+        lines += ["", "```", command, "```"]
+    lines.append("")
+    rows = report.get("results", [])
+    ok = [r for r in rows if not r.get("error")]
+    cols = _columns(rows, _multi_device(report))
+    if ok:
+        lines.append("| " + " | ".join(name for name, _ in cols) + " |")
+        lines.append("|" + "|".join("---" if i < 6 else "---:" for i in range(len(cols))) + "|")
+        for r in ok:
+            lines.append("| " + " | ".join(_md_escape(fn(r)) for _, fn in cols) + " |")
+    else:
+        lines.append("No successful measurements.")
+    errors = [r for r in rows if r.get("error")]
+    if errors:
+        lines += ["", "Errors:", ""]
+        lines += [f"- `{r.get('model')}` (threads={r.get('threads')}): {_md_escape(r['error'])}" for r in errors]
+    e2e = _e2e_lines(rows)
+    if e2e:
+        lines += ["", "End to end (camera pipeline):", ""] + [f"- {line}" for line in e2e if line]
+    notes = report.get("notes") or []
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- {_md_escape(n)}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def write_markdown(report: Dict[str, Any], target, **kwargs) -> Path:
+    return write_text(target, to_markdown(report, **kwargs))
+
+
+# --- plot -----------------------------------------------------------------------------------------
+def pareto_front(points: Sequence[Tuple[float, float]]) -> List[int]:
+    """Indices of the points no other point beats: none is both at least as fast and at least as accurate
+    (and strictly better in one). Sorted by latency."""
+    front = []
+    for i, (lat_i, acc_i) in enumerate(points):
+        dominated = any(
+            (lat_j <= lat_i and acc_j >= acc_i) and (lat_j < lat_i or acc_j > acc_i)
+            for j, (lat_j, acc_j) in enumerate(points) if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def write_plot(report: Dict[str, Any], target) -> Optional[str]:
+    """Latency (p50) against top-1 accuracy, marker area by file size, Pareto front drawn per thread count.
+
+    Without accuracies (no --eval and none in the models' metadata) it plots latency against file size.
+    Returns None when written, or a note saying why not (matplotlib missing, nothing measured).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "--plot skipped: matplotlib is not installed (pip install matplotlib)"
+    rows = [r for r in report.get("results", []) if not r.get("error") and _lat(r, "p50") is not None]
+    if not rows:
+        return "--plot skipped: there are no successful measurements to plot"
+    have_acc = [r for r in rows if r.get("accuracy") is not None]
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    try:
+        threads = sorted({r["threads"] for r in rows})
+        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        max_bytes = max((r.get("bytes") or 0) for r in rows) or 1
+        plotted = have_acc or rows
+        for k, t in enumerate(threads):
+            group = [r for r in plotted if r["threads"] == t]
+            if not group:
+                continue
+            color = colors[k % len(colors)]
+            xs = [_lat(r, "p50") for r in group]
+            ys = [r["accuracy"] if have_acc else (r.get("bytes") or 0) / 2**20 for r in group]
+            sizes = [40 + 600 * (r.get("bytes") or 0) / max_bytes for r in group]
+            ax.scatter(xs, ys, s=sizes, alpha=0.55, color=color, edgecolors="black", linewidths=0.5,
+                       label=f"{t} thread{'s' if t > 1 else ''}")
+            for x, y, r in zip(xs, ys, group):
+                ax.annotate(str(r["model"]), (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
+            if have_acc and len(group) > 1:
+                front = pareto_front(list(zip(xs, ys)))
+                ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color=color, linewidth=1.2,
+                        drawstyle="steps-post", label=f"Pareto front ({t} thr)")
+                ax.scatter([xs[i] for i in front], [ys[i] for i in front], s=18, color=color, marker="*",
+                           zorder=3)
+        ax.set_xlabel("latency p50 (ms, lower is better)")
+        if have_acc:
+            ax.set_ylabel("top-1 accuracy (higher is better)")
+            ax.set_title("Accuracy against latency (marker area: file size)")
+        else:
+            ax.set_ylabel("model file size (MB)")
+            ax.set_title("Latency and size (no accuracy: pass --eval DIR for the accuracy plot)")
+        lat_values = [_lat(r, "p50") for r in plotted]
+        if min(lat_values) > 0 and max(lat_values) / min(lat_values) > 20:
+            ax.set_xscale("log")
+        ax.grid(True, alpha=0.3)
+        ax.margins(x=0.2, y=0.1)  # room for the labels beside the markers
+        legend = ax.legend(fontsize=8, loc="best")
+        for handle in getattr(legend, "legend_handles", getattr(legend, "legendHandles", [])):
+            if hasattr(handle, "set_sizes"):
+                handle.set_sizes([40])  # legend markers show the colour, not a file size
+        fig.tight_layout()
+        with atomic_path(target, ".png") as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    return None

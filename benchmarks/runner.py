@@ -1,0 +1,453 @@
+"""Runs the measurements, each in a child process, and collects them into one report.
+
+This is the typed Python API behind `edgevision bench`:
+
+    from edgevision.benchmarks.runner import BenchSettings, resolve_models, run_benchmarks
+    report = run_benchmarks(resolve_models(["model.tflite"]), BenchSettings(threads=(1, 2)))
+    report.results[0]["latency_ms"]["p50"]
+
+Every (model, thread count) is measured by `python -m edgevision.benchmarks.child` in a fresh process (see
+child.py for why). A child that fails, crashes or hangs becomes a result row with an `error` and the run goes
+on with the next model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from edgevision.errors import UsageError
+
+Progress = Optional[Callable[[str], None]]
+
+BACKEND_CHOICES = ("auto", "ai-edge-litert", "tflite-runtime")
+KERAS_SUFFIXES = (".keras", ".h5")
+#: What a Keras run directory (written by `edgevision train`) holds.
+RUN_DIR_MODEL = "model.keras"
+CHILD_MODULE = "edgevision.benchmarks.child"
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """How to measure. Validated on construction, so a bad value fails before any model is loaded."""
+
+    threads: Tuple[int, ...] = (1,)
+    warmup: int = 20
+    runs: int = 200
+    backend: str = "auto"
+    #: Also time a bare invoke() loop in the same child and report harness_overhead (doubles the time).
+    compare_bare: bool = True
+    #: Seconds one measurement (one child) may take before it is stopped and reported as hung.
+    timeout_s: float = 600.0
+    e2e_source: Optional[str] = None
+    e2e_frames: int = 200
+    eval_dir: Optional[str] = None
+    #: At most this many images per class for --eval (None: all).
+    eval_limit: Optional[int] = None
+    compare_tf: bool = False
+    #: Skip the runtime's model verification in the e2e/eval children (the bench child needs none: it is
+    #: already a sacrificial process).
+    trusted: bool = False
+
+    def __post_init__(self):
+        threads = tuple(self.threads)
+        if not threads or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in threads):
+            raise UsageError(f"--threads must be positive integers such as 1,2,4; got {_show(self.threads)}")
+        object.__setattr__(self, "threads", tuple(dict.fromkeys(threads)))  # keep order, drop repeats
+        if self.runs < 1:
+            raise UsageError(f"--runs must be at least 1, got {self.runs}")
+        if self.warmup < 0:
+            raise UsageError(f"--warmup must be 0 or more, got {self.warmup}")
+        if self.backend not in BACKEND_CHOICES:
+            raise UsageError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}; got {self.backend!r}")
+        if self.timeout_s <= 0:
+            raise UsageError(f"--timeout must be a positive number of seconds, got {self.timeout_s}")
+        if self.e2e_frames < 1:
+            raise UsageError(f"--e2e-frames must be at least 1, got {self.e2e_frames}")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise UsageError(f"--eval-limit must be at least 1, got {self.eval_limit}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["threads"] = list(self.threads)
+        return d
+
+
+def parse_threads(text: str) -> Tuple[int, ...]:
+    """'1,2,4' -> (1, 2, 4); UsageError naming the bad part otherwise."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        values = ()
+    if not values or any(v < 1 for v in values):
+        raise UsageError(f"--threads must be positive integers separated by commas, such as 1,2,4; got {text!r}")
+    return values
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One thing to measure: a .tflite file, or a Keras model (timed through TensorFlow with --compare-tf)."""
+
+    label: str
+    path: Path
+    kind: str  # "tflite" | "keras"
+    keras_path: Optional[Path] = None  # the Keras model a .tflite was converted from, if known
+
+
+def resolve_models(refs: Sequence[str], compare_tf: bool = False) -> List[ModelSpec]:
+    """Model arguments -> specs. Accepts bundled names, .tflite files, folders of .tflite files, and (with
+    compare_tf) .keras files or training run directories. A missing path is a ModelError before anything runs.
+    """
+    from edgevision.bundled import resolve_model
+
+    if not refs:
+        raise UsageError("give at least one model: a .tflite file, a folder of them, or a bundled model name")
+    specs: List[Tuple[str, Path, str]] = []
+    for ref in refs:
+        path = resolve_model(ref)
+        if path.is_dir():
+            if (path / RUN_DIR_MODEL).is_file():
+                specs.append((str(ref), path / RUN_DIR_MODEL, "keras"))
+                continue
+            found = sorted(path.glob("*.tflite"))
+            if not found:
+                raise UsageError(
+                    f"{path} is a folder with no .tflite files and no {RUN_DIR_MODEL}; give .tflite files, "
+                    "a folder of them (e.g. the output of `edgevision convert --all`) or a training run directory"
+                )
+            specs.extend((str(p), p, "tflite") for p in found)
+        elif path.suffix.lower() in KERAS_SUFFIXES:
+            specs.append((str(ref), path, "keras"))
+        else:
+            specs.append((str(ref), path, "tflite"))
+    if not compare_tf:
+        keras = [label for label, _, kind in specs if kind == "keras"]
+        if keras:
+            raise UsageError(
+                f"{keras[0]} is a Keras model; `edgevision bench` measures .tflite files. Convert it with "
+                "`edgevision convert`, or add --compare-tf to time it through TensorFlow"
+            )
+    labels = _short_labels([(label, path) for label, path, _ in specs])
+    out = []
+    for (label, path, kind), short in zip(specs, labels):
+        keras_path = find_keras_source(path) if (compare_tf and kind == "tflite") else None
+        out.append(ModelSpec(label=short, path=path.resolve(), kind=kind, keras_path=keras_path))
+    return out
+
+
+def _short_labels(items: Sequence[Tuple[str, Path]]) -> List[str]:
+    """Bundled names as given, else file names (run directories by their folder); full paths where those clash."""
+    from edgevision.bundled import BUNDLED
+
+    short = []
+    for ref, path in items:
+        if ref in BUNDLED:
+            short.append(ref)
+        elif path.name == RUN_DIR_MODEL:
+            short.append(f"{path.parent.name}/{RUN_DIR_MODEL}")
+        else:
+            short.append(path.name)
+    return [s if short.count(s) == 1 else str(path) for s, (_, path) in zip(short, items)]
+
+
+def find_keras_source(tflite_path: Path) -> Optional[Path]:
+    """The Keras model a .tflite was converted from: named in its metadata ("source"), or beside it."""
+    from edgevision.edge_runtime.metadata import read_metadata
+
+    candidates: List[Path] = []
+    try:
+        meta = read_metadata(tflite_path.read_bytes()) or {}
+    except Exception:  # unreadable metadata: fall back to the neighbours
+        meta = {}
+    source = meta.get("source")
+    if isinstance(source, dict):
+        source = source.get("path") or source.get("run_dir") or source.get("model")
+    if isinstance(source, str) and source:
+        src = Path(source).expanduser()
+        if not src.is_absolute():
+            src = tflite_path.parent / src
+        candidates += [src, src / RUN_DIR_MODEL]
+    candidates += [tflite_path.with_suffix(".keras"), tflite_path.parent / RUN_DIR_MODEL,
+                   tflite_path.parent.parent / RUN_DIR_MODEL]
+    for c in candidates:
+        if c.is_file() and c.suffix.lower() in KERAS_SUFFIXES:
+            return c.resolve()
+    return None
+
+
+# --- the child process ----------------------------------------------------------------------------
+@dataclass
+class ChildOutcome:
+    ok: bool
+    result: Dict[str, Any] = field(default_factory=dict)
+    error: Optional[str] = None
+
+
+def run_child(task: Dict[str, Any], timeout_s: float, python: str = sys.executable) -> ChildOutcome:
+    """Run one task in a fresh interpreter process; every failure mode becomes an error message."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    try:
+        proc = subprocess.run(
+            [python, "-m", CHILD_MODULE],
+            input=json.dumps(task),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=env,
+        )
+    except subprocess.TimeoutExpired as e:
+        where = _last_stage(_text(e.stderr))
+        return ChildOutcome(False, error=f"timed out after {timeout_s:g} s{where} (raise --timeout if it is just slow)")
+    except OSError as e:
+        return ChildOutcome(False, error=f"cannot start the benchmark process {python}: {e.strerror}")
+    where = _last_stage(proc.stderr)
+    if proc.returncode < 0:
+        sig = _signal_name(-proc.returncode)
+        return ChildOutcome(False, error=f"the interpreter crashed ({sig}){where}; the model is probably corrupt")
+    try:
+        reply = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        tail = _last_lines(proc.stderr)
+        return ChildOutcome(
+            False, error=f"the benchmark process exited with status {proc.returncode}{where} without an answer"
+            + (f": {tail}" if tail else "")
+        )
+    if not reply.get("ok"):
+        return ChildOutcome(False, error=reply.get("error") or "unknown error")
+    return ChildOutcome(True, result=reply["result"])
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _last_stage(stderr: str) -> str:
+    from edgevision.benchmarks.child import STAGE_PREFIX
+
+    stages = [line[len(STAGE_PREFIX):] for line in stderr.splitlines() if line.startswith(STAGE_PREFIX)]
+    return f" while {stages[-1]}" if stages else ""
+
+
+def _last_lines(stderr: str, n: int = 1) -> str:
+    from edgevision.benchmarks.child import STAGE_PREFIX
+
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith(STAGE_PREFIX)]
+    return " | ".join(lines[-n:])
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _show(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else repr(value)
+
+
+# --- the report -----------------------------------------------------------------------------------
+@dataclass
+class Report:
+    """What `edgevision bench` measured: machine headers, settings and one row per measurement."""
+
+    machine: Dict[str, Any]
+    settings: Dict[str, Any]
+    results: List[Dict[str, Any]]
+    machines: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    notes: List[str] = field(default_factory=list)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "machine": self.machine,
+            "machines": self.machines,
+            "settings": self.settings,
+            "results": self.results,
+            "notes": self.notes,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Report":
+        return cls(
+            machine=d.get("machine") or {},
+            settings=d.get("settings") or {},
+            results=list(d.get("results") or []),
+            machines=d.get("machines") or {},
+            notes=list(d.get("notes") or []),
+        )
+
+    @property
+    def errors(self) -> List[Dict[str, Any]]:
+        return [r for r in self.results if r.get("error")]
+
+
+def _file_size(path: Path) -> Optional[int]:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def _error_row(spec: ModelSpec, threads: int, backend: str, error: str, device: str) -> Dict[str, Any]:
+    prefix = f"{spec.path.name}: "  # the runtime names the file; the row already does
+    if error.startswith(prefix):
+        error = error[len(prefix):]
+    return {
+        "model": spec.label,
+        "path": str(spec.path),
+        "device": device,
+        "threads": threads,
+        "backend": backend,
+        "bytes": _file_size(spec.path),
+        "load_ms": None,
+        "latency_ms": None,
+        "inferences_per_s": None,
+        "peak_rss_mb": None,
+        "error": error,
+    }
+
+
+def run_benchmarks(models: Sequence[ModelSpec], settings: BenchSettings, progress: Progress = None) -> Report:
+    """Measure every model at every thread count (plus e2e / eval / Keras as the settings ask)."""
+    from edgevision.benchmarks.machine import machine_info
+
+    say = progress or (lambda _msg: None)
+    machine = machine_info()
+    device = str(machine.get("hostname") or "local")
+    results: List[Dict[str, Any]] = []
+    notes: List[str] = []
+    steps = _count_steps(models, settings)
+    counter = {"done": 0}
+
+    def step(text: str) -> None:
+        counter["done"] += 1
+        say(f"[{counter['done']}/{steps}] {text}")
+
+    for spec in models:
+        if spec.kind == "keras":
+            results += _keras_rows(spec, spec.path, settings, device, step)
+            continue
+        rows = _bench_rows(spec, settings, device, step)
+        results += rows
+        ok_rows = [r for r in rows if not r.get("error")]
+        if not ok_rows:
+            counter["done"] += _count_steps([spec], settings) - len(settings.threads)  # extras not run
+            continue
+        if settings.eval_dir:
+            _add_accuracy(spec, ok_rows, settings, step, notes)
+        else:
+            for r in ok_rows:
+                if r.get("metadata_accuracy") is not None:
+                    r["accuracy"] = r["metadata_accuracy"]
+                    r["accuracy_source"] = "model metadata"
+        if settings.e2e_source is not None:
+            for r in ok_rows:
+                _add_e2e(spec, r, settings, step)
+        if settings.compare_tf:
+            if spec.keras_path is None:
+                notes.append(
+                    f"--compare-tf: no Keras model found for {spec.label} (looked at its metadata's source and "
+                    "beside it); pass the .keras file or run directory as a MODEL to time it"
+                )
+            else:
+                results += _keras_rows(spec, spec.keras_path, settings, device, step)
+    return Report(machine=machine, settings=settings.to_dict(), results=results,
+                  machines={device: machine}, notes=notes)
+
+
+def _count_steps(models: Sequence[ModelSpec], s: BenchSettings) -> int:
+    n = 0
+    for spec in models:
+        per_thread = len(s.threads)
+        if spec.kind == "keras":
+            n += per_thread
+            continue
+        n += per_thread * (1 + (s.e2e_source is not None) + (s.compare_tf and spec.keras_path is not None))
+        n += 1 if s.eval_dir else 0
+    return n
+
+
+def _bench_rows(spec: ModelSpec, s: BenchSettings, device: str, step) -> List[Dict[str, Any]]:
+    rows = []
+    for threads in s.threads:
+        task = {"kind": "bench", "model": str(spec.path), "threads": threads, "runs": s.runs,
+                "warmup": s.warmup, "backend": s.backend, "compare_bare": s.compare_bare}
+        outcome = run_child(task, s.timeout_s)
+        if not outcome.ok:
+            step(f"{spec.label} threads={threads}: error: {outcome.error}")
+            rows.append(_error_row(spec, threads, s.backend, outcome.error or "", device))
+            # A model that cannot load at one thread count cannot at another: do not repeat the failure.
+            for other in s.threads[s.threads.index(threads) + 1:]:
+                step(f"{spec.label} threads={other}: skipped (the model failed at threads={threads})")
+            break
+        r = outcome.result
+        row = {"model": spec.label, "path": str(spec.path), "device": device, "threads": threads, **r,
+               "error": None}
+        lat = r["latency_ms"]
+        step(f"{spec.label} threads={threads}: p50 {lat['p50']:.2f} ms, mean {lat['mean']:.2f} ms, "
+             f"peak RSS {r['peak_rss_mb']} MB")
+        rows.append(row)
+    return rows
+
+
+def _add_accuracy(spec: ModelSpec, rows: List[Dict[str, Any]], s: BenchSettings, step, notes: List[str]) -> None:
+    task = {"kind": "eval", "model": str(spec.path), "dir": str(s.eval_dir), "threads": max(s.threads),
+            "backend": s.backend, "limit": s.eval_limit, "trusted": s.trusted}
+    outcome = run_child(task, s.timeout_s * 4)
+    if not outcome.ok:
+        step(f"{spec.label} eval: error: {outcome.error}")
+        for r in rows:
+            r["accuracy"] = None
+            r["accuracy_error"] = outcome.error
+        return
+    res = outcome.result
+    step(f"{spec.label} eval: top-1 {res['accuracy']:.4f} on {res['images']} images")
+    for note in res.get("notes", []):
+        notes.append(f"{spec.label}: {note}")
+    for r in rows:
+        r["accuracy"] = res["accuracy"]
+        r["accuracy_source"] = f"eval {s.eval_dir}"
+        r["eval"] = {k: res[k] for k in ("images", "correct", "classes", "skipped_images", "skipped_classes")
+                     if k in res}
+
+
+def _add_e2e(spec: ModelSpec, row: Dict[str, Any], s: BenchSettings, step) -> None:
+    task = {"kind": "e2e", "model": str(spec.path), "source": s.e2e_source, "threads": row["threads"],
+            "backend": s.backend, "max_frames": s.e2e_frames, "warmup": min(s.warmup, 10), "trusted": s.trusted}
+    outcome = run_child(task, s.timeout_s)
+    if not outcome.ok:
+        step(f"{spec.label} threads={row['threads']} e2e: error: {outcome.error}")
+        row["e2e"] = {"error": outcome.error}
+        return
+    e2e = outcome.result
+    step(f"{spec.label} threads={row['threads']} e2e: {e2e['fps']:.1f} frames/s over {e2e['frames']} frames")
+    row["e2e"] = e2e
+
+
+def _keras_rows(spec: ModelSpec, keras_path: Path, s: BenchSettings, device: str, step) -> List[Dict[str, Any]]:
+    rows = []
+    label = spec.label if spec.kind == "keras" else f"{spec.label} (Keras)"
+    for threads in s.threads:
+        task = {"kind": "keras", "model": str(keras_path), "threads": threads, "runs": s.runs,
+                "warmup": s.warmup}
+        outcome = run_child(task, s.timeout_s)
+        if not outcome.ok:
+            step(f"{label} threads={threads} TensorFlow: error: {outcome.error}")
+            err_spec = ModelSpec(label=label, path=keras_path, kind="keras")
+            rows.append(_error_row(err_spec, threads, "keras", outcome.error or "", device))
+            break
+        for variant in outcome.result["variants"]:
+            row = {"model": label, "path": str(keras_path), "device": device, "threads": threads,
+                   **outcome.result["common"], **variant, "error": None}
+            rows.append(row)
+            step(f"{label} threads={threads} {variant['backend']}: p50 {variant['latency_ms']['p50']:.2f} ms")
+    return rows
