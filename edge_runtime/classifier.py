@@ -1,0 +1,420 @@
+"""`Classifier`: a `.tflite` image classifier on a device, in a few lines and without TensorFlow.
+
+    clf = Classifier("model.tflite")            # or a bundled model name, e.g. "cifar10-cnn"
+    clf.classify(frame_bgr, top_k=3)            # -> [Classification(index, label, score), ...]
+
+Labels and preprocessing travel inside models made by `edgevision convert`; third-party models (Google's
+MobileNets, say) get them from `labels=` / a `labels.txt` beside the file and from their input tensor.
+
+The work is split into stages that the camera pipeline and the benchmarks time one by one:
+`prepare` (pixels -> input tensor), `invoke` (the interpreter), `scores_from_output` (dequantize, softmax if
+needed) and `top_k`. Everything between the interpreter and the caller is a handful of vectorised OpenCV /
+numpy calls on the model-sized frame: the runtime is meant to cost next to nothing beside `invoke()`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+
+from edgevision.edge_runtime.preprocess import (
+    COLOR_ORDERS,
+    MINUS_ONE_TO_ONE,
+    PreprocessConfig,
+    prepare_pixels,
+)
+from edgevision.errors import ImageError, ModelError, UsageError
+
+#: Label file looked for beside a model that carries no labels (the TFLite examples' convention).
+SIBLING_LABELS = "labels.txt"
+#: Metadata key that says what the output holds ("probabilities" or "logits").
+OUTPUT_KEY = "output"
+# Quantized outputs with these (scale, zero point) come from a softmax: TFLite requires exactly these
+# parameters for a quantized SOFTMAX's output, so such a tensor holds probabilities.
+_SOFTMAX_QUANTIZATION = {"uint8": (1 / 256, 0), "int8": (1 / 256, -128), "int16": (1 / 32768, 0)}
+# How far a row may stray from a probability distribution and still be taken as one (float outputs sum
+# to 1 within rounding; other quantized outputs carry up to half a step of error per class).
+_FLOAT_PROB_TOLERANCE = 1e-3
+_QUANT_PROB_TOLERANCE = 0.05
+
+ImageLike = Union[np.ndarray, str, os.PathLike, bytes]
+
+
+@dataclass(frozen=True)
+class Classification:
+    """One labelled score: output `index`, its `label`, and the probability `score` in [0, 1]."""
+
+    index: int
+    label: str
+    score: float
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "label": self.label, "score": self.score}
+
+
+class Classifier:
+    """A TFLite image classifier opened safely, with its labels and preprocessing.
+
+    model_path: a `.tflite` file or a bundled model name (see `edgevision models`).
+    num_threads: interpreter threads (None: the backend's default).
+    backend: "auto" (ai-edge-litert if installed, else tflite-runtime), "ai-edge-litert" or "tflite-runtime".
+    labels: class names (a list, or a labels file); default: the model's metadata, a labels file packed
+        in the model, `labels.txt` beside it, else "class_<i>".
+    trusted: skip the child-process check (only for models you made or have opened before).
+    preprocess: a PreprocessConfig (or its dict, or a preprocess.json path) overriding the metadata, e.g.
+        for a third-party float model that does not expect MobileNet's [-1, 1] input.
+    """
+
+    def __init__(self, model_path, num_threads: Optional[int] = None, backend: str = "auto",
+                 labels: Union[None, str, os.PathLike, Sequence[str]] = None, trusted: bool = False,
+                 preprocess: Union[None, PreprocessConfig, dict, str, os.PathLike] = None):
+        from edgevision.bundled import resolve_model
+        from edgevision.edge_runtime import safety
+        from edgevision.edge_runtime.interpreter import (
+            backend_version,
+            check_num_threads,
+            make_interpreter,
+            resolve_backend,
+        )
+        from edgevision.edge_runtime.metadata import read_metadata
+        from edgevision.edge_runtime.quantization import input_encoder, tensor_quantization
+
+        self._num_threads = check_num_threads(num_threads)
+        self._path = resolve_model(model_path)
+        name = str(model_path)
+        data = _read_model(self._path, name)
+        self._model_bytes = len(data)
+        self._sha256 = safety.sha256_of(data)
+        self._backend = resolve_backend(backend)
+        self._backend_version = backend_version(self._backend)
+        if trusted:
+            safety.precheck(data, name)
+            self._verification = "trusted"
+        else:
+            self._verification = safety.verify_model(data, name, self._backend, sha256=self._sha256).source
+        self._metadata = read_metadata(data)
+        self._interpreter = make_interpreter(data, self._num_threads, self._backend, name)
+        self._signature = safety.check_signature(self._interpreter, name)
+        input_detail = self._interpreter.get_input_details()[0]
+        output_detail = self._interpreter.get_output_details()[0]
+        self._input_index = input_detail["index"]
+        self._output_index = output_detail["index"]
+        self._input_quant = tensor_quantization(input_detail, "input", name)
+        self._output_quant = tensor_quantization(output_detail, "output", name)
+        self._channels = self._signature.input_shape[3]
+
+        self._preprocess, self._preprocess_source = self._resolve_preprocess(preprocess, name)
+        self._encode = input_encoder(self._preprocess, self._input_quant, self._channels)
+        self._labels = self._resolve_labels(labels, data, name)
+        self._output_kind = self._resolve_output_kind()
+        self._lock = threading.Lock()  # one interpreter, one invoke at a time (the web page shares models)
+
+    # --- set-up ----------------------------------------------------------------------------------
+    def _resolve_preprocess(self, override, name: str):
+        from edgevision.edge_runtime.quantization import pixel_normalization_from_quantization
+
+        model_size = self._signature.input_size
+        if override is not None:
+            config = _as_preprocess(override)
+            if config.input_size != model_size:
+                raise UsageError(
+                    f"preprocess input_size is {list(config.input_size)} but {name} takes "
+                    f"{list(model_size)} (height, width) images; use the model's input size"
+                )
+            return config, "argument"
+        if self._metadata and isinstance(self._metadata.get("preprocess"), dict):
+            try:
+                config = PreprocessConfig.from_dict(self._metadata["preprocess"])
+            except UsageError as e:
+                raise ModelError(f"{name}: the preprocessing in the model's metadata is invalid ({e})") from e
+            if config.input_size != model_size:
+                raise ModelError(
+                    f"{name}: its metadata says input size {list(config.input_size)} but its input tensor is "
+                    f"{list(model_size)}; the model file was modified after conversion, convert it again"
+                )
+            return config, "metadata"
+        # A third-party model: the input tensor says the size; 8-bit inputs say the pixel range through
+        # their quantization; float ones are assumed to be MobileNet-style [-1, 1] (override with preprocess=).
+        if self._input_quant is not None and self._input_quant.dtype in (np.uint8, np.int8):
+            mean, std = pixel_normalization_from_quantization(self._input_quant)
+        else:
+            mean, std = MINUS_ONE_TO_ONE
+        return PreprocessConfig(input_size=model_size, color_order="RGB", mean=mean, std=std), "inferred"
+
+    def _resolve_labels(self, labels, data: bytes, name: str) -> List[str]:
+        from edgevision.edge_runtime.labels import align_labels, load_labels
+        from edgevision.edge_runtime.metadata import labels_from_model
+
+        n = self._signature.num_classes
+        if labels is not None:
+            if isinstance(labels, (str, os.PathLike)):
+                return align_labels(load_labels(labels), n, source=f"labels file {labels}")
+            if isinstance(labels, (bytes, dict)) or not isinstance(labels, Sequence):
+                raise UsageError(f"labels must be a list of class names or a labels file path, got {type(labels).__name__}")
+            return align_labels([str(x) for x in labels], n, source="the labels given")
+        from_model = labels_from_model(data)
+        if from_model:
+            return align_labels(from_model, n, source=f"the labels inside {name}")
+        sibling = self._path.with_name(SIBLING_LABELS)
+        if sibling.is_file():
+            return align_labels(load_labels(sibling), n, source=f"labels file {sibling}")
+        return [f"class_{i}" for i in range(n)]
+
+    def _resolve_output_kind(self) -> str:
+        """"probabilities", "logits" or "auto" (decided row by row from the values)."""
+        declared = (self._metadata or {}).get(OUTPUT_KEY)
+        if declared in ("probabilities", "logits"):
+            return declared
+        q = self._output_quant
+        if q is not None:
+            expected = _SOFTMAX_QUANTIZATION.get(np.dtype(q.dtype).name)
+            if expected and abs(q.scale - expected[0]) < 1e-9 and q.zero_point == expected[1]:
+                return "probabilities"
+        return "auto"
+
+    # --- the stages ------------------------------------------------------------------------------
+    def prepare(self, image: ImageLike, color_order: str = "BGR") -> np.ndarray:
+        """An image of any size -> the model's input tensor (1, H, W, C) in the model's dtype.
+
+        `image` is a uint8 HxWx3 array in `color_order` (gray, alpha and 16-bit arrays are converted),
+        or a file path / encoded bytes (decoded as BGR). The result may share memory with `image`.
+        """
+        pixels, color_order = _as_pixels(image, color_order)
+        pixels = prepare_pixels(pixels, self._preprocess, color_order)
+        if self._channels == 1:
+            import cv2
+
+            code = cv2.COLOR_RGB2GRAY if self._preprocess.color_order == "RGB" else cv2.COLOR_BGR2GRAY
+            pixels = cv2.cvtColor(pixels, code)[:, :, np.newaxis]
+        return self._encode(np.ascontiguousarray(pixels)[np.newaxis])
+
+    def invoke(self, input_tensor: np.ndarray) -> np.ndarray:
+        """Run the interpreter on a prepared input tensor; the raw output (still quantized, if it is)."""
+        interpreter = self._interpreter
+        with self._lock:
+            try:
+                interpreter.set_tensor(self._input_index, input_tensor)
+            except ValueError as e:
+                got = getattr(input_tensor, "shape", None), getattr(input_tensor, "dtype", None)
+                raise UsageError(
+                    f"input tensor has shape {got[0]} and dtype {got[1]}; the model takes "
+                    f"{list(self.input_shape)} {self.input_dtype} (build it with Classifier.prepare)"
+                ) from e
+            interpreter.invoke()
+            return interpreter.get_tensor(self._output_index)
+
+    def scores_from_output(self, raw: np.ndarray) -> np.ndarray:
+        """Raw output(s) -> float32 probabilities of shape (N, classes)."""
+        from edgevision.edge_runtime.quantization import dequantize
+
+        scores = dequantize(raw, self._output_quant).reshape(-1, self.num_classes)
+        if self._output_kind == "probabilities":
+            return scores
+        if self._output_kind == "logits":
+            return _softmax(scores)
+        tolerance = _FLOAT_PROB_TOLERANCE if self._output_quant is None else _QUANT_PROB_TOLERANCE
+        is_prob = (
+            (scores.min(axis=1) >= -tolerance)
+            & (scores.max(axis=1) <= 1 + tolerance)
+            & (np.abs(scores.sum(axis=1) - 1) <= tolerance)
+        )
+        if is_prob.all():
+            return scores
+        scores = scores.copy()
+        scores[~is_prob] = _softmax(scores[~is_prob])
+        return scores
+
+    def top_k(self, scores_row: np.ndarray, k: int = 5) -> List[Classification]:
+        """The k best classes of one row of scores, best first."""
+        k = _check_k(k)
+        row = np.asarray(scores_row).reshape(-1)
+        if row.shape[0] != self.num_classes:
+            raise UsageError(f"scores row has {row.shape[0]} values; the model has {self.num_classes} classes")
+        k = min(k, row.shape[0])
+        if k < row.shape[0]:
+            best = np.argpartition(row, row.shape[0] - k)[-k:]  # unordered k largest, O(N)
+        else:
+            best = np.arange(row.shape[0])
+        best = best[np.argsort(-row[best], kind="stable")]
+        labels = self._labels
+        return [Classification(int(i), labels[i], float(row[i])) for i in best]
+
+    # --- one-call API ----------------------------------------------------------------------------
+    def scores(self, image: ImageLike, color_order: str = "BGR") -> np.ndarray:
+        """Probabilities of every class for one image (1-D float32)."""
+        return self.scores_from_output(self.invoke(self.prepare(image, color_order)))[0]
+
+    def classify(self, image: ImageLike, top_k: int = 5, color_order: str = "BGR") -> List[Classification]:
+        """The `top_k` most likely classes of one image, best first."""
+        k = _check_k(top_k)
+        return self.top_k(self.scores(image, color_order), k)
+
+    def classify_batch(self, images: Sequence[ImageLike], top_k: int = 5,
+                       color_order: str = "BGR") -> List[List[Classification]]:
+        """`classify` for several images (one interpreter call each: edge models have batch size 1)."""
+        k = _check_k(top_k)
+        return [self.top_k(self.scores(image, color_order), k) for image in images]
+
+    # --- what the model is -----------------------------------------------------------------------
+    @property
+    def labels(self) -> List[str]:
+        return list(self._labels)
+
+    @property
+    def num_classes(self) -> int:
+        return self._signature.num_classes
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        return self._preprocess
+
+    @property
+    def preprocess_source(self) -> str:
+        """"metadata", "argument" or "inferred" (a third-party model's input tensor)."""
+        return self._preprocess_source
+
+    @property
+    def metadata(self) -> Optional[dict]:
+        return None if self._metadata is None else dict(self._metadata)
+
+    @property
+    def signature(self):
+        return self._signature
+
+    @property
+    def input_shape(self) -> tuple:
+        return tuple(self._signature.input_shape)
+
+    @property
+    def input_size(self) -> tuple:
+        return self._signature.input_size
+
+    @property
+    def input_dtype(self) -> str:
+        return self._signature.input_dtype
+
+    @property
+    def output_dtype(self) -> str:
+        return self._signature.output_dtype
+
+    @property
+    def output_kind(self) -> str:
+        return self._output_kind
+
+    @cached_property
+    def quantization(self) -> str:
+        """The metadata's quantization, else read off the tensors: int8, uint8, int16x8, float16, float32..."""
+        declared = (self._metadata or {}).get("quantization")
+        if isinstance(declared, str) and declared:
+            return declared
+        if self.input_dtype in ("int8", "uint8"):
+            return self.input_dtype
+        if self.input_dtype == "int16":
+            return "int16x8"
+        types = {np.dtype(d["dtype"]).name for d in self._interpreter.get_tensor_details()}
+        if "float16" in types:
+            return "float16"
+        if types & {"int8", "uint8"}:
+            return "quantized (float input/output)"
+        return "float32"
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @property
+    def backend_version(self) -> str:
+        return self._backend_version
+
+    @property
+    def num_threads(self) -> Optional[int]:
+        """Threads asked for (None: the backend's default)."""
+        return self._num_threads
+
+    @property
+    def model_path(self) -> Path:
+        return self._path
+
+    @property
+    def model_bytes(self) -> int:
+        """Size of the model file in bytes."""
+        return self._model_bytes
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256
+
+    @property
+    def verification(self) -> str:
+        """How the model was found safe to open: "child", "cache" (an earlier child) or "trusted"."""
+        return self._verification
+
+    @property
+    def interpreter(self):
+        """The underlying interpreter (for benchmarks; do not call it while another thread classifies)."""
+        return self._interpreter
+
+    def __repr__(self) -> str:
+        return (
+            f"Classifier({str(self._path)!r}, {self.num_classes} classes, input {list(self.input_shape)} "
+            f"{self.input_dtype}, {self.quantization}, backend={self._backend} {self._backend_version})"
+        )
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+def _read_model(path: Path, name: str) -> bytes:
+    if path.is_dir():
+        raise ModelError(f"{name} is a directory; expected a .tflite file")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ModelError(f"cannot read model {name}: {e.strerror}") from e
+
+
+def _as_preprocess(value) -> PreprocessConfig:
+    if isinstance(value, PreprocessConfig):
+        return value
+    if isinstance(value, dict):
+        return PreprocessConfig.from_dict(value)
+    if isinstance(value, (str, os.PathLike)):
+        return PreprocessConfig.load(value)
+    raise UsageError(f"preprocess must be a PreprocessConfig, a dict or a JSON file path, got {type(value).__name__}")
+
+
+def _as_pixels(image: ImageLike, color_order: str):
+    """-> (uint8 HxWx3 array, its colour order). Paths and bytes are decoded (as BGR)."""
+    from edgevision.edge_runtime.images import decode_image, read_image, to_bgr
+
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image), "BGR"
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return decode_image(bytes(image)), "BGR"
+    if color_order not in COLOR_ORDERS:
+        raise UsageError(f"color_order must be one of {COLOR_ORDERS}, got {color_order!r}")
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"expected an image as a numpy array, a path or encoded bytes, got {type(image).__name__}")
+    if image.ndim not in (2, 3) or image.size == 0 or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        raise ImageError(f"expected an HxWx3 image array, got shape {image.shape}")
+    if image.dtype != np.uint8 or image.ndim == 2 or image.shape[2] != 3:
+        image = to_bgr(image)  # gray -> 3 channels, alpha dropped, 16-bit -> 8-bit: order-neutral
+    return image, color_order
+
+
+def _check_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise UsageError(f"top_k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32, copy=False)
+
+
+__all__ = ["Classification", "Classifier"]
