@@ -1,0 +1,129 @@
+"""Writing the annotated frames to a video file, atomically, at the rate they really came.
+
+The file appears under its name only once it is complete (edgevision.atomic): a crash or a kill never
+leaves a half-written .mp4 in its place, and an interrupted run (Ctrl-C) still finishes the file properly.
+
+Frame rate: for a video file the output keeps the source's rate, so it plays at the original speed. A live
+source is classified at whatever rate the device manages (stale frames are dropped), so the first second
+of results is buffered to measure that rate before the writer is opened; the video then plays in real time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from edgevision.atomic import atomic_path
+from edgevision.errors import SourceError
+
+FOURCC = "mp4v"  # MPEG-4 Part 2: every OpenCV build with FFmpeg writes it, every player reads it
+#: Frames buffered (or seconds, whichever comes first) to measure a live source's rate.
+MEASURE_FRAMES = 30
+MEASURE_SECONDS = 1.0
+FPS_RANGE = (1.0, 120.0)
+
+
+class _Discard(Exception):
+    """Raised into the atomic writer to throw the temporary file away."""
+
+
+class VideoSink:
+    """Append BGR frames to `path`; `close()` finishes the file (or leaves nothing if no frame came).
+
+    fps: the output rate; None to measure it from the timing of the first frames.
+    """
+
+    def __init__(self, path, fps: Optional[float] = None):
+        self.path = Path(path)
+        self.fps = None if fps is None else float(min(max(fps, FPS_RANGE[0]), FPS_RANGE[1]))
+        self.frames = 0
+        self._size: Optional[Tuple[int, int]] = None  # (width, height) of the first frame
+        self._pending: List[np.ndarray] = []
+        self._first_at: Optional[float] = None
+        self._stack: Optional[contextlib.ExitStack] = None
+        self._writer = None
+        self.closed = False
+
+    def write(self, image: np.ndarray) -> None:
+        if self.closed:
+            raise SourceError(f"the video {self.path} is already finished")
+        if self._size is None:
+            self._size = (image.shape[1], image.shape[0])
+        if self._writer is None and self.fps is None:
+            now = time.monotonic()
+            if self._first_at is None:
+                self._first_at = now
+            self._pending.append(image.copy())
+            if len(self._pending) < MEASURE_FRAMES and now - self._first_at < MEASURE_SECONDS:
+                return
+            self._open(self._measured_fps(now))
+            return
+        if self._writer is None:
+            self._open(self.fps)
+        self._append(image)
+
+    def _measured_fps(self, now: float) -> float:
+        span = now - (self._first_at or now)
+        rate = (len(self._pending) - 1) / span if span > 0 and len(self._pending) > 1 else FPS_RANGE[0]
+        return float(min(max(rate, FPS_RANGE[0]), FPS_RANGE[1]))
+
+    def _open(self, fps: float) -> None:
+        import cv2
+
+        self.fps = fps
+        self._stack = contextlib.ExitStack()
+        tmp = self._stack.enter_context(atomic_path(self.path, suffix=self.path.suffix or ".mp4"))
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*FOURCC), fps, self._size)
+        if not writer.isOpened():
+            self._abort()
+            raise SourceError(
+                f"cannot write the video {self.path}: OpenCV has no {FOURCC} encoder for this file type "
+                "(use a .mp4 or .avi file name)"
+            )
+        self._writer = writer
+        pending, self._pending = self._pending, []
+        for image in pending:
+            self._append(image)
+
+    def _append(self, image: np.ndarray) -> None:
+        import cv2
+
+        if (image.shape[1], image.shape[0]) != self._size:  # folders mix sizes; a video cannot
+            image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
+        self._writer.write(image)
+        self.frames += 1
+
+    def close(self) -> Optional[Path]:
+        """Finish the file and move it into place; returns its path, or None if no frame was written."""
+        if self.closed:
+            return self.path if self.frames else None
+        self.closed = True
+        if self._writer is None and self._pending:
+            self._open(self.fps or self._measured_fps(time.monotonic()))
+        if self._writer is None:
+            return None
+        self._writer.release()
+        self._writer = None
+        self._stack.close()  # fsync and rename into place
+        return self.path
+
+    def _abort(self) -> None:
+        """Throw the partial file away (used when the writer cannot even start)."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+        if self._stack is not None:
+            with contextlib.suppress(_Discard):
+                self._stack.__exit__(_Discard, _Discard(), None)
+            self._stack = None
+        self.closed = True
+
+    def __enter__(self) -> "VideoSink":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
