@@ -1,0 +1,329 @@
+"""The converter's Python API: Keras model in, `.tflite` files and an honest report of their cost out.
+
+    from edgevision.convert import convert_model, convert_all, ConvertOptions
+    result = convert_model("runs/cnn", "int8", "cnn-int8.tflite")
+    report = convert_all("runs/cnn", "out/", options=ConvertOptions(eval_dir="data/test"))
+
+Nothing is written until every requested model has been converted and checked: a failure half-way leaves
+no file behind (and every file is written atomically).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+from edgevision.atomic import write_bytes, write_json, write_text
+from edgevision.convert.options import (
+    FULL_INTEGER,
+    INT8,
+    QUANT_MODES,
+    ConvertOptions,
+    Optimizations,
+    Variant,
+)
+from edgevision.convert.report import ConversionReport, ConversionResult
+from edgevision.errors import DataError, EdgeVisionError, UsageError
+
+Progress = Optional[Callable[[str], None]]
+TFLITE_SUFFIX = ".tflite"
+LABELS_NAME = "labels.txt"
+
+
+def convert_model(source, quant: str = INT8, out=None, *, options: Optional[ConvertOptions] = None,
+                  report=None, progress: Progress = None) -> ConversionResult:
+    """Convert one model to `quant`; write `out` (default: beside the source) and labels.txt beside it."""
+    options = replace(options or ConvertOptions(), quant=quant)
+    result = run_conversion(source, [single_variant(options)], options, out=out, report_path=report, progress=progress)
+    return result.variants[0]
+
+
+def convert_all(source, out_dir, *, options: Optional[ConvertOptions] = None, report=None,
+                progress: Progress = None) -> ConversionReport:
+    """Every quantization mode into `out_dir`, plus the optimised model when options ask for one."""
+    options = options or ConvertOptions()
+    return run_conversion(source, all_variants(options.optimizations), options, out_dir=out_dir,
+                          report_path=report, progress=progress)
+
+
+def single_variant(options: ConvertOptions) -> Variant:
+    """The one model `convert_model` makes: options.quant, optimised when QAT/pruning/clustering is asked."""
+    options.check_single()
+    return Variant(options.quant, optimized=options.optimizations.active)
+
+
+def all_variants(optimizations: Optimizations) -> List[Variant]:
+    """The five post-training modes; with QAT/pruning/clustering also the optimised model in int8 (and in
+    float32 when there is no QAT, since that is where pruning and clustering show in the gzip size)."""
+    variants = [Variant(q) for q in QUANT_MODES]
+    if optimizations.active:
+        if not optimizations.qat:
+            variants.append(Variant("float32", optimized=True))
+        variants.append(Variant(INT8, optimized=True))
+    return variants
+
+
+def default_output(source, variant_name: str) -> Path:
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path / f"{path.name}-{variant_name}{TFLITE_SUFFIX}"
+    return path.with_name(f"{path.stem}-{variant_name}{TFLITE_SUFFIX}")
+
+
+def run_conversion(source, variants: Sequence[Variant], options: ConvertOptions, *, out=None, out_dir=None,
+                   report_path=None, progress: Progress = None) -> ConversionReport:
+    """Convert `source` into each of `variants`; write them (to `out`, or `out_dir`) only if all succeed."""
+    from edgevision.convert import calibration, evaluate, quantize
+    from edgevision.convert.loading import load_source
+
+    say = progress or (lambda message: None)
+    if not variants:
+        raise UsageError("nothing to convert: no variants requested")
+    targets = _targets(source, variants, options.optimizations, out, out_dir)
+    if report_path is not None and Path(report_path).suffix.lower() != ".json":
+        raise UsageError(f"--report takes a .json file name, got {report_path}")
+
+    say(f"loading {source}")
+    src = load_source(source, labels=options.labels, preprocess=options.preprocess, unsafe_load=options.unsafe_load)
+    report = ConversionReport(source=_describe_source(src), variants=[])
+    names = [v.name(options.optimizations) for v in variants]
+
+    # --- the data: calibration, evaluation, fine-tuning ------------------------------------------------
+    needs_calibration = any(v.quant in FULL_INTEGER and not (v.optimized and options.optimizations.qat) for v in variants)
+    calib = None
+    if needs_calibration or options.calib_dir is not None:
+        calib = _calibration_set(src, options)
+        report.calibration = calib.describe()
+        _warn_skipped(report, calib, "calibration")
+    eval_set = _eval_set(src, options, report) if options.evaluate else None
+    if eval_set is not None:
+        report.evaluation = eval_set.describe()
+        _warn_skipped(report, eval_set, "evaluation")
+    train_set = None
+    if any(v.optimized for v in variants):
+        train_set = _fine_tune_set(src, options)
+        report.fine_tune = {**train_set.describe(), **options.optimizations.to_dict()}
+
+    reference = None
+    if eval_set is not None:
+        say(f"running the source model on {len(eval_set)} evaluation images")
+        predict = _reference_predictor(src)
+        reference = evaluate.reference_probabilities(predict, eval_set.pixels, src.preprocess)
+
+    calib_inputs = calib.inputs(src.preprocess) if calib is not None else None
+    results: List[ConversionResult] = []
+
+    def convert_one(variant: Variant, converter_source, name: str, quantization_aware: bool = False) -> None:
+        io = options.io_for(variant.quant)
+        say(f"converting {name}")
+        start = time.perf_counter()
+        model = quantize.convert(converter_source, variant.quant, io[0], calib_inputs, options.allow_tf_ops,
+                                 quantization_aware=quantization_aware)
+        seconds = time.perf_counter() - start
+        results.append(_finish(src, variant, name, model, seconds, options, eval_set, reference, report))
+
+    plain = [(v, n) for v, n in zip(variants, names) if not v.optimized]
+    optimized = [(v, n) for v, n in zip(variants, names) if v.optimized]
+    if plain:
+        start = time.perf_counter()
+        context = quantize.exported_saved_model(src.keras_model) if src.keras_model is not None else _nullpath(src.path)
+        with context as saved_model_dir:
+            report.export_seconds = time.perf_counter() - start if src.keras_model is not None else 0.0
+            for variant, name in plain:
+                convert_one(variant, saved_model_dir, name)
+    if optimized:
+        from edgevision.convert import optimize
+
+        say(f"fine-tuning with tensorflow-model-optimization: {', '.join(options.optimizations.names())}")
+        start = time.perf_counter()
+        tuned = optimize.optimize(src.keras_model, train_set.inputs(src.preprocess), train_set.labels,
+                                  options.optimizations, progress=say)
+        report.optimize_seconds = time.perf_counter() - start
+        report.warnings.extend(tuned.notes)
+        for variant, name in optimized:
+            convert_one(variant, tuned.model, name, quantization_aware=options.optimizations.qat)
+
+    report.variants = results
+    _write_outputs(report, results, [targets[n] for n in names], src.labels, report_path)
+    return report
+
+
+def _targets(source, variants, optimizations, out, out_dir) -> Dict[str, Path]:
+    names = [v.name(optimizations) for v in variants]
+    if out is not None and out_dir is not None:
+        raise UsageError("give either an output file or an output folder, not both")
+    if out_dir is not None:
+        out_dir = Path(out_dir).expanduser()
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UsageError(f"--out-dir {out_dir} exists and is not a folder")
+        stem = Path(source).expanduser().stem if not Path(source).is_dir() else Path(source).name
+        return {n: out_dir / f"{stem}-{n}{TFLITE_SUFFIX}" for n in names}
+    if len(names) != 1:
+        raise UsageError("several models need an output folder (--out-dir), not one output file")
+    target = Path(out).expanduser() if out is not None else default_output(source, names[0])
+    if target.suffix.lower() != TFLITE_SUFFIX:
+        raise UsageError(f"the output file must end in {TFLITE_SUFFIX}, got {target}")
+    if target.is_dir():
+        raise UsageError(f"the output {target} is a folder; give a file name ending in {TFLITE_SUFFIX} or use --out-dir")
+    return {names[0]: target}
+
+
+class _nullpath:
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        return self.path
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _describe_source(src) -> dict:
+    d = src.describe()
+    model_file = src.run.model_path if src.run is not None else src.path
+    if model_file.is_file():
+        d["sha256"] = _sha256(model_file)
+        d["file_bytes"] = model_file.stat().st_size
+    if src.keras_model is not None:
+        d["parameters"] = int(src.keras_model.count_params())
+        d["float32_bytes"] = 4 * d["parameters"]
+    d["classes"] = len(src.labels)
+    d["input_size"] = list(src.preprocess.input_size)
+    if src.run is not None:
+        d["run"] = {k: src.run.settings[k] for k in ("model", "data", "epochs", "seed") if k in src.run.settings}
+    return d
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _calibration_set(src, options):
+    from edgevision.convert import calibration
+
+    if options.calib_dir is not None:
+        return calibration.calibration_folder(options.calib_dir, src.preprocess, options.calib_samples, options.seed)
+    if src.run is None:
+        raise DataError(
+            f"full-integer quantization needs calibration images and {src.path} is not a run directory: "
+            "pass --calib DIR (a folder of a few hundred typical input images)"
+        )
+    try:
+        # The training split: calibration then never sees the images the report evaluates on.
+        return calibration.run_split(src.run, "training", limit=options.calib_samples, seed=options.seed)
+    except DataError as e:
+        raise DataError(f"full-integer quantization needs calibration images: {e}; pass --calib DIR") from e
+
+
+def _eval_set(src, options, report):
+    from edgevision.convert import calibration
+
+    if options.eval_dir is not None:
+        return calibration.labelled_folder(options.eval_dir, src.labels, src.preprocess,
+                                           limit=options.eval_samples, seed=options.seed)
+    if src.run is None:
+        return None
+    try:
+        return calibration.run_split(src.run, "validation", limit=options.eval_samples, seed=options.seed)
+    except DataError as e:  # evaluation was not asked for explicitly: report without accuracy, say why
+        report.warnings.append(f"no accuracy figures: {e}; pass --eval DIR")
+        return None
+
+
+def _fine_tune_set(src, options):
+    from edgevision.convert import calibration
+
+    if src.keras_model is None:
+        raise UsageError(
+            "QAT, pruning and clustering fine-tune a Keras model; a SavedModel cannot be fine-tuned: "
+            "convert the .keras file or the run directory instead"
+        )
+    if options.train_dir is not None:
+        return calibration.labelled_folder(options.train_dir, src.labels, src.preprocess, seed=options.seed,
+                                           purpose="fine-tuning")
+    if src.run is None:
+        raise UsageError(
+            "--qat-epochs, --prune and --cluster fine-tune the model and need labelled training images: "
+            "pass --train-data DIR (one subfolder per class) or convert a run directory"
+        )
+    try:
+        return calibration.run_split(src.run, "training", seed=options.seed)
+    except DataError as e:
+        raise DataError(f"fine-tuning needs the training images: {e}; pass --train-data DIR") from e
+
+
+def _reference_predictor(src):
+    from edgevision.convert import evaluate
+    from edgevision.convert.loading import saved_model_function
+
+    if src.keras_model is not None:
+        return evaluate.keras_predictor(src.keras_model)
+    return saved_model_function(src.saved_model)[0]
+
+
+def _warn_skipped(report, image_set, what: str) -> None:
+    if image_set.skipped:
+        names = ", ".join(Path(p).name for p in image_set.skipped[:3])
+        report.warnings.append(f"{what}: skipped {len(image_set.skipped)} undecodable file(s): {names}")
+
+
+def _finish(src, variant, name, model, seconds, options, eval_set, reference, report) -> ConversionResult:
+    """Evaluate a fresh conversion, embed the metadata, and describe it."""
+    from edgevision.convert import evaluate, metadata_writer, model_ops
+
+    agreement = None
+    if eval_set is not None:
+        converted = evaluate.tflite_probabilities(model, eval_set.pixels, src.preprocess)
+        agreement = evaluate.compare(reference, converted, eval_set.labels)
+    optimizations = options.optimizations.to_dict() if variant.optimized else {}
+    metrics = {}
+    if agreement is not None:
+        metrics = {**{k: v for k, v in agreement.to_dict().items() if v is not None}, "eval_set": eval_set.source}
+    io = model_ops.io_types(model)
+    doc = metadata_writer.metadata_document(
+        src.labels, src.preprocess, variant.quant,
+        optimizations=list(optimizations.get("steps", [])), io_types=io,
+        source={k: v for k, v in report.source.items() if k in ("kind", "path", "name", "sha256", "run")},
+        metrics=metrics,
+        extra={"calibration": report.calibration} if variant.quant in FULL_INTEGER and report.calibration else None,
+    )
+    final = metadata_writer.embed(model, doc, src.labels)
+    return ConversionResult(
+        variant=name, quant=variant.quant, model=final, convert_seconds=seconds,
+        ops=model_ops.model_ops(final, variant.quant), io=io, optimizations=optimizations, evaluation=agreement,
+    )
+
+
+def _write_outputs(report, results, targets, labels, report_path) -> None:
+    """All files at the end, each atomically; labels.txt beside every model."""
+    labels_text = "\n".join(labels) + "\n"
+    for result, target in zip(results, targets):
+        write_bytes(target, result.model)
+        result.path = target
+        result.labels_path = _labels_target(target, labels_text)
+    for labels_path in {r.labels_path for r in results}:
+        write_text(labels_path, labels_text)
+    if report_path is not None:
+        write_json(report_path, report.to_dict())
+
+
+def _labels_target(model_path: Path, labels_text: str) -> Path:
+    """labels.txt beside the model, unless a different labels.txt is already there (another model's):
+    then <model>.labels.txt, so converting two models into one folder never breaks the first."""
+    plain = model_path.parent / LABELS_NAME
+    if not plain.exists():
+        return plain
+    try:
+        if plain.read_text(encoding="utf-8") == labels_text:
+            return plain
+    except OSError:
+        pass
+    return model_path.with_suffix(".labels.txt")

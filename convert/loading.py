@@ -1,0 +1,235 @@
+"""Loading the model to convert, safely: models are programs.
+
+A `.keras` file's config can name a Lambda layer whose Python bytecode runs when the model is loaded. So the
+config is read from the archive and inspected *before* Keras deserialises anything; Keras' own safe mode stays
+on as a second line; and only an explicit `unsafe_load=True` (`--unsafe-load`) loads such a model.
+
+Sources: a run directory from `edgevision train`, a `.keras` file, or a TensorFlow SavedModel directory.
+Labels and preprocessing come from the run directory, from files beside the model, or from explicit
+`labels=` / `preprocess=` files (which win).
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, List, Optional, Tuple
+
+from edgevision.edge_runtime.labels import align_labels, load_labels
+from edgevision.edge_runtime.preprocess import PreprocessConfig
+from edgevision.errors import EdgeVisionError, ModelError, UsageError
+
+KERAS, SAVED_MODEL, RUN = "keras", "saved_model", "run"
+LABELS_FILE, PREPROCESS_FILE = "labels.txt", "preprocess.json"
+
+#: Layer classes whose config carries Python code (bytecode or a lambda) that runs on load.
+CODE_CARRYING_LAYERS = ("Lambda",)
+
+
+@dataclass
+class SourceModel:
+    """The model to convert and what travels with it."""
+
+    path: Path
+    kind: str  # KERAS, SAVED_MODEL or RUN
+    name: str  # stem for output file names
+    labels: List[str]
+    preprocess: PreprocessConfig
+    keras_model: Any = None  # a Keras 3 model (None for a SavedModel)
+    saved_model: Any = None  # the loaded SavedModel (None for Keras sources)
+    run: Any = None  # edgevision.train.run_dir.RunInfo for run directories
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "path": str(self.path.resolve()), "name": self.name}
+
+
+def load_source(source, labels: Optional[Path] = None, preprocess: Optional[Path] = None,
+                unsafe_load: bool = False) -> SourceModel:
+    """Open a run directory, `.keras` file or SavedModel; raise ModelError/LabelsError/UsageError clearly."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise ModelError(f"model {str(source)!r} does not exist (expected a run directory, a .keras file or a SavedModel folder)")
+    run = None
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        kind, model_path, name = SAVED_MODEL, path, path.name
+        side = path
+    elif path.is_dir():
+        from edgevision.train.run_dir import MODEL, load_run
+
+        if not (path / MODEL).is_file():
+            raise ModelError(
+                f"{path} is a folder without {MODEL} or saved_model.pb; expected a run directory from "
+                "`edgevision train`, a .keras file or a SavedModel folder"
+            )
+        run = load_run(path)
+        kind, model_path, name, side = RUN, run.model_path, path.name, path
+    elif path.suffix == ".keras":
+        kind, model_path, name, side = KERAS, path, path.stem, path.parent
+    elif path.suffix in (".h5", ".hdf5"):
+        raise ModelError(
+            f"{path}: legacy HDF5 models are not accepted (their loader has no safe mode); "
+            "re-save the model in the .keras format (model.save('model.keras'))"
+        )
+    elif path.suffix == ".tflite":
+        raise UsageError(f"{path} is already a TensorFlow Lite model; convert takes a Keras model or a run directory")
+    else:
+        raise ModelError(f"{path}: unknown model format (expected a run directory, a .keras file or a SavedModel folder)")
+
+    label_list = _labels(labels, run, side, path)
+    config = _preprocess(preprocess, run, side, path)
+    src = SourceModel(path=path, kind=kind, name=name, labels=label_list, preprocess=config, run=run)
+    if kind == SAVED_MODEL:
+        src.saved_model = load_saved_model(model_path)
+    else:
+        src.keras_model = load_keras(model_path, unsafe_load=unsafe_load)
+    check_model_matches(src)
+    return src
+
+
+def _labels(explicit, run, side: Path, path: Path) -> List[str]:
+    if explicit is not None:
+        return load_labels(explicit)
+    if run is not None:
+        return list(run.labels)
+    if (side / LABELS_FILE).is_file():
+        return load_labels(side / LABELS_FILE)
+    raise UsageError(f"no class labels for {path}: pass --labels FILE (one class name per line, in output order)")
+
+
+def _preprocess(explicit, run, side: Path, path: Path) -> PreprocessConfig:
+    if explicit is not None:
+        return PreprocessConfig.load(explicit)
+    if run is not None:
+        return run.preprocess
+    if (side / PREPROCESS_FILE).is_file():
+        return PreprocessConfig.load(side / PREPROCESS_FILE)
+    raise UsageError(
+        f"no preprocessing settings for {path}: pass --preprocess FILE.json (input_size, color_order, mean, std "
+        "in pixel units) so that the .tflite file says how to feed it"
+    )
+
+
+# --- Keras ---------------------------------------------------------------------------------------------
+def keras_config(path: Path) -> dict:
+    """The model config inside a .keras archive, read without deserialising anything."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if "config.json" not in names:
+                raise ModelError(f"{path} is not a Keras model archive (config.json is missing); the file is corrupt or not a .keras file")
+            return json.loads(archive.read("config.json"))
+    except zipfile.BadZipFile as e:
+        raise ModelError(f"{path} is not a valid .keras file (not a zip archive): it is corrupt or truncated") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelError(f"{path}: the model config inside the archive is not valid JSON (corrupt file)") from e
+    except OSError as e:
+        raise ModelError(f"cannot read {path}: {e.strerror or e}") from e
+
+
+def iter_layer_configs(config: Any) -> Iterator[dict]:
+    """Every layer config in a (possibly nested) Keras config."""
+    if isinstance(config, dict):
+        if "class_name" in config and isinstance(config.get("config"), dict):
+            yield config
+        for value in config.values():
+            yield from iter_layer_configs(value)
+    elif isinstance(config, list):
+        for value in config:
+            yield from iter_layer_configs(value)
+
+
+def code_carrying_layers(config: dict) -> List[Tuple[str, str]]:
+    """(layer name, class) of layers that would run Python code from the file when loaded."""
+    out = []
+    for layer in iter_layer_configs(config):
+        if layer.get("class_name") in CODE_CARRYING_LAYERS:
+            out.append((str(layer["config"].get("name", "?")), layer["class_name"]))
+    return out
+
+
+def load_keras(path: Path, unsafe_load: bool = False):
+    """Load a .keras model with safe mode on; refuse code-carrying layers unless `unsafe_load`."""
+    config = keras_config(path)
+    risky = code_carrying_layers(config)
+    if risky and not unsafe_load:
+        names = ", ".join(f"{n} ({c})" for n, c in risky[:3])
+        raise ModelError(
+            f"{path} contains {len(risky)} Lambda layer(s) ({names}): a Lambda layer stores Python code that runs "
+            "when the model is loaded, so a model from someone else could run anything on this machine; "
+            "refusing to load it. If you trust where it came from, pass --unsafe-load"
+        )
+    import keras
+
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=not unsafe_load)
+    except EdgeVisionError:
+        raise
+    except Exception as e:  # Keras raises ValueError/TypeError/OSError/KeyError for broken or foreign files
+        raise ModelError(f"cannot load Keras model {path}: {_first_line(e)}") from e
+
+
+# --- SavedModel ----------------------------------------------------------------------------------------
+def load_saved_model(path: Path):
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as e:
+        raise ModelError(f"cannot load SavedModel {path}: {_first_line(e)}") from e
+    if "serving_default" not in getattr(loaded, "signatures", {}):
+        raise ModelError(f"SavedModel {path} has no 'serving_default' signature; export it with model.export(dir)")
+    return loaded
+
+
+def saved_model_function(loaded):
+    """A callable float batch -> probabilities for a SavedModel's serving signature (one input, one output)."""
+    fn = loaded.signatures["serving_default"]
+    _, kwargs = fn.structured_input_signature
+    if len(kwargs) != 1 or len(fn.structured_outputs) != 1:
+        raise ModelError("the SavedModel's serving signature must have exactly one input and one output (an image classifier)")
+    in_name = next(iter(kwargs))
+    out_name = next(iter(fn.structured_outputs))
+
+    def call(x):
+        import tensorflow as tf
+
+        return fn(**{in_name: tf.constant(x)})[out_name].numpy()
+
+    return call, tuple(kwargs[in_name].shape), tuple(fn.structured_outputs[out_name].shape)
+
+
+# --- consistency ---------------------------------------------------------------------------------------
+def model_io_shapes(src: SourceModel) -> Tuple[tuple, tuple]:
+    if src.keras_model is not None:
+        model = src.keras_model
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise ModelError(
+                f"{src.path}: the model has {len(model.inputs)} input(s) and {len(model.outputs)} output(s); "
+                "an image classifier has one image input and one class-probability output"
+            )
+        return tuple(model.inputs[0].shape), tuple(model.outputs[0].shape)
+    _, in_shape, out_shape = saved_model_function(src.saved_model)
+    return in_shape, out_shape
+
+
+def check_model_matches(src: SourceModel) -> None:
+    """The model must take one HxWx3 image of the configured size and give one score per label."""
+    in_shape, out_shape = model_io_shapes(src)
+    if len(in_shape) != 4 or in_shape[-1] != 3:
+        raise ModelError(f"{src.path}: the model's input has shape {in_shape}; expected (batch, height, width, 3)")
+    size = tuple(in_shape[1:3])
+    if None not in size and size != tuple(src.preprocess.input_size):
+        raise ModelError(
+            f"{src.path}: the model takes {size[0]}x{size[1]} images but preprocess.json says "
+            f"{src.preprocess.input_size[0]}x{src.preprocess.input_size[1]}; fix the preprocessing settings"
+        )
+    if len(out_shape) != 2 or out_shape[-1] is None:
+        raise ModelError(f"{src.path}: the model's output has shape {out_shape}; expected (batch, classes)")
+    src.labels = align_labels(src.labels, int(out_shape[-1]), source="the labels")
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(error).__name__

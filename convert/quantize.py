@@ -1,0 +1,134 @@
+"""TFLiteConverter settings for each quantization mode, and converter errors turned into one clear line.
+
+Keras 3 models go through a SavedModel (`model.export`), which is what TFLiteConverter reads reliably for
+Keras 3; tf_keras models (after QAT, pruning or clustering with tfmot) go through `from_keras_model`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+
+from edgevision.convert.options import DYNAMIC, FLOAT16, FLOAT32, INT8, INT16X8, QUANT_MODES
+from edgevision.errors import ConversionError, DataError, UsageError
+
+
+@contextlib.contextmanager
+def exported_saved_model(keras_model) -> Iterator[Path]:
+    """A temporary SavedModel of a Keras 3 model (removed afterwards)."""
+    tmp = Path(tempfile.mkdtemp(prefix="edgevision-export-"))
+    try:
+        try:
+            keras_model.export(str(tmp / "saved_model"), format="tf_saved_model", verbose=False)
+        except Exception as e:
+            raise ConversionError(f"cannot export the Keras model for conversion: {_first_line(e)}") from e
+        yield tmp / "saved_model"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _converter(source):
+    import tensorflow as tf
+
+    if isinstance(source, (str, Path)):
+        return tf.lite.TFLiteConverter.from_saved_model(str(source))
+    return tf.lite.TFLiteConverter.from_keras_model(source)  # a tf_keras model
+
+
+def representative_dataset(inputs: np.ndarray):
+    """The generator TFLite calibrates with: one normalised float32 sample at a time."""
+
+    def gen():
+        for i in range(len(inputs)):
+            yield [inputs[i : i + 1].astype(np.float32, copy=False)]
+
+    return gen
+
+
+_TF_TYPES = {"int8": "int8", "uint8": "uint8", FLOAT32: "float32"}
+
+
+def configure(converter, quant: str, io: str = "int8", calibration: Optional[np.ndarray] = None,
+              allow_tf_ops: bool = False, quantization_aware: bool = False) -> None:
+    """Apply the settings for `quant` to a TFLiteConverter."""
+    import tensorflow as tf
+
+    if quant not in QUANT_MODES:
+        raise UsageError(f"unknown quantization {quant!r}; choose one of: {', '.join(QUANT_MODES)}")
+    builtins = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quant == FLOAT32:
+        pass
+    elif quant == FLOAT16:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quant == DYNAMIC:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # no representative dataset: weights only
+    else:
+        if calibration is None and not quantization_aware:
+            raise DataError(
+                f"{quant} quantization needs calibration images to measure activation ranges: pass --calib DIR "
+                "(a folder of typical input images) or convert a run directory whose training data is available"
+            )
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if calibration is not None:
+            converter.representative_dataset = representative_dataset(calibration)
+        if quant == INT8:
+            builtins = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = getattr(tf, _TF_TYPES[io])
+            converter.inference_output_type = getattr(tf, _TF_TYPES[io])
+        elif quant == INT16X8:
+            builtins = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    if allow_tf_ops:
+        # SELECT_TF_OPS keeps unconvertible ops as TensorFlow ops: the model then needs an interpreter built
+        # with the Flex delegate, which few devices have. Opt-in only.
+        builtins = builtins + [tf.lite.OpsSet.SELECT_TF_OPS]
+        if quant == INT8:
+            builtins.append(tf.lite.OpsSet.TFLITE_BUILTINS)
+    converter.target_spec.supported_ops = builtins
+
+
+def convert(source, quant: str, io: str = "int8", calibration: Optional[np.ndarray] = None,
+            allow_tf_ops: bool = False, quantization_aware: bool = False) -> bytes:
+    """Convert a SavedModel directory or a tf_keras model to TFLite bytes; ConversionError on failure."""
+    converter = _converter(source)
+    configure(converter, quant, io, calibration, allow_tf_ops, quantization_aware)
+    try:
+        return bytes(converter.convert())
+    except Exception as e:  # ConverterError, RuntimeError, ValueError: all mean "cannot convert as asked"
+        raise conversion_error(e, quant, allow_tf_ops) from e
+
+
+_TF_OP = re.compile(r"'(tf\.[A-Za-z0-9_]+)' op")
+_UNQUANTIZABLE = re.compile(r"[Qq]uantization not yet supported for op: '?([A-Za-z0-9_.]+)")
+
+
+def conversion_error(error: Exception, quant: str, allow_tf_ops: bool) -> ConversionError:
+    """A converter exception as one line that names the op and says what to do."""
+    text = str(error)
+    ops = sorted(set(_TF_OP.findall(text)))
+    if ops and not allow_tf_ops:
+        return ConversionError(
+            f"TensorFlow Lite has no built-in kernel for {', '.join(ops)} (in this model, --quant {quant}); "
+            "replace the layer that uses it, or pass --allow-tf-ops to keep it as a TensorFlow op "
+            "(SELECT_TF_OPS: the device's interpreter must then include the Flex delegate, which few do)"
+        )
+    unquantizable = sorted(set(_UNQUANTIZABLE.findall(text)))
+    if unquantizable:
+        return ConversionError(
+            f"TensorFlow Lite cannot quantize {', '.join(unquantizable)} to {quant}; "
+            "use --quant dynamic or float16 for this model"
+        )
+    if ops:
+        return ConversionError(f"conversion failed even with --allow-tf-ops; ops involved: {', '.join(ops)}: {_first_line(error)}")
+    return ConversionError(f"TensorFlow Lite cannot convert this model with --quant {quant}: {_first_line(error)}")
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip() and not line.strip().startswith("<unknown>")]
+    return lines[0][:400] if lines else type(error).__name__
