@@ -1,0 +1,264 @@
+"""The edgevision web page: upload an image (or take one with the camera) and see what a model thinks.
+
+Run by `edgevision ui` (which starts `streamlit run` on this file with the right server options); not meant
+to be imported. It uses only the edge runtime (TensorFlow Lite through edgevision.edge_runtime), so it
+works on a device without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import List, Optional
+
+import numpy as np
+import streamlit as st
+
+from edgevision.edge_runtime.images import IMAGE_EXTENSIONS, MAX_PIXELS, decode_image
+from edgevision.errors import EdgeVisionError, ImageError
+from edgevision.ui.settings import ModelEntry, UiSettings, discover_models
+
+TOP_K = 5
+UPLOAD_TYPES = sorted({ext.lstrip(".") for ext in IMAGE_EXTENSIONS})
+#: Longest side of the picture sent back to the browser: a 50 Mpx photo need not travel back at full size.
+DISPLAY_MAX_SIDE = 1280
+MIN_DISPLAY_WIDTH = 320
+#: Most classifiers kept loaded at once (each holds its interpreter and tensors in memory).
+MAX_LOADED_MODELS = 8
+MB = 1024 * 1024
+#: Class lists longer than this scroll inside a box of CLASS_LIST_HEIGHT pixels (ImageNet has 1001).
+CLASS_LIST_ROWS = 12
+CLASS_LIST_HEIGHT = 300
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    classifier: object
+    # Streamlit serves each browser session from its own thread and the cached classifier is shared:
+    # one image at a time per model, so that the times shown are this image's and not a queue's.
+    lock: threading.Lock
+    load_ms: float
+
+
+@dataclass(frozen=True)
+class Timing:
+    prepare_ms: float  # resize, colour order, normalisation / quantization of the input
+    invoke_ms: float  # the TensorFlow Lite interpreter
+    total_ms: float  # prepare + invoke + dequantize and top-k
+
+
+@st.cache_resource(show_spinner="Loading model…", max_entries=MAX_LOADED_MODELS)
+def load_model(path: str, labels: Optional[str], trusted: bool, num_threads: Optional[int], stamp: tuple) -> LoadedModel:
+    """One Classifier per model file (and per version of it: `stamp` is its mtime and size)."""
+    from edgevision.edge_runtime import Classifier
+
+    start = time.perf_counter()
+    classifier = Classifier(path, num_threads=num_threads, labels=labels, trusted=trusted)
+    # The first invoke pays for delegate set-up and memory planning; pay it here so that the time shown
+    # for the user's first image is the model's, not the start-up's.
+    height, width = classifier.input_size
+    classifier.classify(np.zeros((height, width, 3), np.uint8), top_k=1)
+    return LoadedModel(classifier, threading.Lock(), (time.perf_counter() - start) * 1000)
+
+
+def file_stamp(path) -> tuple:
+    try:
+        st_ = os.stat(path)
+        return (st_.st_mtime_ns, st_.st_size)
+    except OSError:
+        return (0, 0)
+
+
+# --- formatting ----------------------------------------------------------------------------------
+def human_size(n: int) -> str:
+    if n >= MB:
+        return f"{n / MB:.1f} MB"
+    return f"{n / 1024:.0f} KB"
+
+
+def origin_label(entry: ModelEntry) -> str:
+    return {"bundled": "bundled", "given": "command line", "folder": "models folder"}.get(entry.origin, entry.origin)
+
+
+#: Where a model's preprocessing came from, as the model card says it.
+PREPROCESS_SOURCES = {"metadata": "from the model", "inferred": "guessed from its input", "argument": "given"}
+
+
+def input_text(classifier) -> str:
+    _, height, width, channels = classifier.input_shape
+    return f"{height}×{width}×{channels} {classifier.input_dtype}"
+
+
+# --- sidebar -------------------------------------------------------------------------------------
+def choose_model(entries: List[ModelEntry]) -> ModelEntry:
+    by_key = {e.key: e for e in entries}
+    if st.session_state.get("model") not in by_key:  # a models-folder file went away since the last run
+        st.session_state.pop("model", None)
+    key = st.sidebar.radio(
+        "Model",
+        list(by_key),
+        format_func=lambda k: by_key[k].name,
+        captions=[f"{origin_label(e)} · {human_size(e.bytes)}" for e in entries],
+        key="model",
+    )
+    return by_key[key]
+
+
+def show_model_card(entry: ModelEntry, loaded: LoadedModel) -> None:
+    c = loaded.classifier
+    labels = list(c.labels)
+    with st.sidebar.container(key="model-card"):
+        st.markdown(f"**{entry.name}**")
+        st.caption(str(entry.path))
+        pre = c.preprocess
+        rows = [
+            ("Size", human_size(c.model_bytes)),
+            ("Quantization", c.quantization),
+            ("Input", input_text(c)),
+            ("Classes", str(c.num_classes)),
+            ("Preprocessing", f"{pre.color_order}, {pre.resize.replace('_', ' ')} ({PREPROCESS_SOURCES.get(c.preprocess_source, c.preprocess_source)})"),
+            ("Interpreter", f"{c.backend} {c.backend_version}"),
+        ]
+        accuracy = entry.extra.get("accuracy")
+        if accuracy is not None:
+            rows.append(("Accuracy", f"{accuracy:.2%}"))
+        st.markdown("\n".join(f"- {k}: **{v}**" for k, v in rows))
+        with st.expander(f"{len(labels)} classes"):
+            text = "\n".join(f"{i:>4}  {label}" for i, label in enumerate(labels))
+            st.code(text, language=None, height=CLASS_LIST_HEIGHT if len(labels) > CLASS_LIST_ROWS else "content")
+
+
+# --- main area -----------------------------------------------------------------------------------
+def get_image_bytes(settings: UiSettings):
+    """(bytes, name) from the uploader or the camera, or None while there is nothing yet."""
+    source = st.radio("Image source", ["Upload", "Camera"], horizontal=True, key="source", label_visibility="collapsed")
+    limit_text = f"{settings.max_upload_mb} MB and {MAX_PIXELS / 1e6:.0f} megapixels"
+    if source == "Camera":
+        shot = st.camera_input("Take a picture")
+        return (shot.getvalue(), "camera.jpg") if shot is not None else None
+    upload = st.file_uploader(
+        "Choose an image",
+        type=UPLOAD_TYPES,
+        key="upload",
+        help=f"{', '.join(t.upper() for t in UPLOAD_TYPES)}; at most {limit_text}.",
+    )
+    st.caption(f"JPEG, PNG, BMP or WebP, up to {limit_text}. Images are classified on this server and not stored.")
+    return (upload.getvalue(), upload.name) if upload is not None else None
+
+
+def for_display(image_bgr: np.ndarray) -> np.ndarray:
+    import cv2
+
+    h, w = image_bgr.shape[:2]
+    scale = DISPLAY_MAX_SIDE / max(h, w)
+    if scale >= 1:
+        return image_bgr
+    return cv2.resize(image_bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+def show_results(image_bgr: np.ndarray, name: str, results, timing: Timing, loaded: LoadedModel) -> None:
+    h, w = image_bgr.shape[:2]
+    left, right = st.columns([3, 2], gap="large")
+    shown = for_display(image_bgr)
+    # Small images (CIFAR's are 32x32) are drawn larger so that there is something to see.
+    left.image(shown, channels="BGR", caption=f"{name} · {w}×{h}", width=max(shown.shape[1], MIN_DISPLAY_WIDTH))
+    with right:
+        top = results[0]
+        with st.container(key="prediction"):
+            st.markdown(f"### {top.label}")
+            st.caption(f"{top.score:.1%} confident · class {top.index}")
+        with st.container(key="top5"):
+            for r in results:
+                st.progress(min(max(float(r.score), 0.0), 1.0), text=f"{r.label} · {r.score:.1%}")
+        threads = loaded.classifier.num_threads
+        st.metric(
+            "Inference time",
+            f"{timing.invoke_ms:.1f} ms",
+            help="The TensorFlow Lite interpreter's invoke() for this image, on this server's CPU"
+            + (f" with {threads} threads." if threads else " (the backend's default threads)."),
+        )
+        st.caption(f"preprocessing {timing.prepare_ms:.1f} ms · total {timing.total_ms:.1f} ms")
+
+
+def classify_timed(loaded: LoadedModel, image_bgr: np.ndarray):
+    """Top-k classes and how long each stage took (the classifier's staged API, timed one by one)."""
+    c = loaded.classifier
+    with loaded.lock:
+        t0 = time.perf_counter()
+        tensor = c.prepare(image_bgr)
+        t1 = time.perf_counter()
+        raw = c.invoke(tensor)
+        t2 = time.perf_counter()
+        results = c.top_k(c.scores_from_output(raw)[0], TOP_K)
+        t3 = time.perf_counter()
+    ms = 1000.0
+    return results, Timing((t1 - t0) * ms, (t2 - t1) * ms, (t3 - t0) * ms)
+
+
+def classify_bytes(data: bytes, name: str, settings: UiSettings, loaded: LoadedModel) -> None:
+    if len(data) > settings.max_upload_mb * MB:  # the server refuses these already; belt and braces
+        st.error(f"**{name}** is {human_size(len(data))}; the limit is {settings.max_upload_mb} MB.")
+        return
+    try:
+        image = decode_image(data, name=name)
+    except ImageError as e:
+        st.error(f"Could not read this image. {e}", icon=":material/block:")
+        return
+    results, timing = classify_timed(loaded, image)
+    if not results:
+        st.warning("The model returned no classes for this image.")
+        return
+    show_results(image, name, results, timing, loaded)
+
+
+def main() -> None:
+    st.set_page_config(page_title="edgevision", page_icon=":material/image_search:", layout="wide")
+    settings = UiSettings.from_env()
+    st.title("edgevision")
+    st.caption("Upload an image and see what the model thinks. Runs on TensorFlow Lite, without TensorFlow.")
+
+    entries, warnings = discover_models(settings)
+    for warning in warnings:
+        st.sidebar.warning(warning)
+    if not entries:
+        st.info(
+            "No models to choose from yet. Start the page with `edgevision ui --reference MODEL.tflite` or "
+            "`--models DIR`, or drop `.tflite` files into the models folder and reload."
+        )
+        return
+    entry = choose_model(entries)
+    try:
+        loaded = load_model(
+            str(entry.path),
+            str(entry.labels_path) if entry.labels_path else None,
+            entry.trusted,
+            settings.num_threads,
+            file_stamp(entry.path),
+        )
+    except EdgeVisionError as e:
+        st.sidebar.error(str(e))
+        st.error(f"Cannot use the model **{entry.name}**: {e}", icon=":material/block:")
+        return
+    show_model_card(entry, loaded)
+
+    got = get_image_bytes(settings)
+    if got is None:
+        return
+    try:
+        classify_bytes(got[0], got[1], settings, loaded)
+    except EdgeVisionError as e:
+        st.error(f"Could not classify this image: {e}", icon=":material/block:")
+
+
+try:
+    main()
+except Exception as e:  # a bug, not bad input: say so on the page and keep serving
+    if os.environ.get("EDGEVISION_DEBUG"):
+        raise
+    st.error(
+        f"Internal error: {type(e).__name__}: {e}. This is a bug in edgevision; "
+        "restart with EDGEVISION_DEBUG=1 to see the traceback.",
+        icon=":material/error:",
+    )

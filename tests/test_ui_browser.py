@@ -1,0 +1,366 @@
+"""The web page in a real browser: the real `edgevision ui` command serves it on 127.0.0.1 and a headless
+Chromium (Debian's chromium + chromedriver, driven by Selenium) switches models, uploads images and reads
+the answers off the page. Skips, saying why, where Chromium, its driver or Selenium are missing.
+
+Models: Google's ImageNet MobileNetV2 from ../shared (when present) and a tiny colour classifier built here
+with TensorFlow (red/green/blue: the answer for a plain red picture is known, and would flip to blue if the
+page or the runtime mixed up the colour order).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import SHARED
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+#: Every wait is bounded. Generous, because CI has 2 busy cores and the first page load starts Streamlit.
+START_TIMEOUT_S = 120
+UI_TIMEOUT_S = 60
+STOP_TIMEOUT_S = 30
+#: Upload cap given to the server, small so that the oversized-file check needs no big file.
+MAX_UPLOAD_MB = 1
+WINDOW = (1400, 1200)
+COLORS = ("red", "green", "blue")
+COLOR_SIZE = 32
+REFERENCE = SHARED / "models" / "reference" / "mobilenet_v2_1.0_224_quant.tflite"
+REFERENCE_LABELS = SHARED / "models" / "reference" / "imagenet_labels.txt"
+CAT = SHARED / "images" / "cat.bmp"
+REFERENCE_NAME = REFERENCE.stem
+COLORS_NAME = "colors"
+
+
+# --- what the test feeds the page ----------------------------------------------------------------
+def build_colors_model(folder: Path) -> Path:
+    """A real TFLite model whose answer is the dominant colour: mean of each RGB channel -> softmax.
+
+    Any per-channel normalisation with a common scale keeps the order of the channel means, so the answer
+    for a plain red picture is "red" whatever normalisation the runtime assumes, but "blue" if RGB and BGR
+    are swapped anywhere between the upload and the interpreter.
+    """
+    tf = pytest.importorskip("tensorflow")
+    import keras
+
+    inputs = keras.Input((COLOR_SIZE, COLOR_SIZE, 3), name="image")
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    logits = keras.layers.Dense(len(COLORS), use_bias=False, name="logits")(pooled)
+    outputs = keras.layers.Softmax()(logits)
+    model = keras.Model(inputs, outputs)
+    model.get_layer("logits").set_weights([np.eye(3, dtype=np.float32) * 8.0])
+    saved = folder / "colors_saved_model"
+    model.export(str(saved), verbose=False)
+    tflite = tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert()
+    shutil.rmtree(saved)
+    path = folder / f"{COLORS_NAME}.tflite"
+    path.write_bytes(tflite)
+    (folder / f"{COLORS_NAME}_labels.txt").write_text("\n".join(COLORS) + "\n")
+    return path
+
+
+def write_color_png(path: Path, bgr) -> Path:
+    import cv2
+
+    image = np.zeros((120, 160, 3), np.uint8)
+    image[:] = bgr
+    assert cv2.imwrite(str(path), image)
+    return path
+
+
+def write_png_bomb(path: Path, side: int = 20000) -> Path:
+    """A valid 1-bit PNG that claims side x side pixels: ~50 KB on disk, 400 Mpx (1.2 GB as BGR) decoded."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    compressor = zlib.compressobj(9)
+    row = b"\x00" + bytes((side + 7) // 8)  # filter byte + one bit per pixel
+    body = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
+
+
+# --- the server ----------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def health(url: str) -> str:
+    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=5) as response:
+        return response.read().decode()
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen, url: str, log: Path):
+        self.proc, self.url, self.log = proc, url, log
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("ui-models")
+    build_colors_model(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(models_dir, tmp_path_factory):
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    pytest.importorskip("selenium", reason="needs selenium (pip install 'edgevision[dev]')")
+    pytest.importorskip("streamlit", reason="needs streamlit (pip install 'edgevision[ui]')")
+    port = free_port()
+    args = ["ui", "--host", "127.0.0.1", "--port", str(port), "--models", str(models_dir)]
+    args += ["--max-upload-mb", str(MAX_UPLOAD_MB)]
+    if REFERENCE.is_file() and REFERENCE_LABELS.is_file():
+        args += ["--reference", str(REFERENCE), "--reference-labels", str(REFERENCE_LABELS)]
+    log = tmp_path_factory.mktemp("ui-server") / "server.log"
+    env = {**os.environ, "EDGEVISION_DEBUG": ""}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "edgevision.cli", *args], stdout=out, stderr=subprocess.STDOUT, env=env)
+    server = Server(proc, f"http://127.0.0.1:{port}", log)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"`edgevision ui` exited with {proc.returncode} before serving:\n{server.log_text()}")
+            try:
+                if health(server.url) == "ok":
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the page did not answer /_stcore/health within {START_TIMEOUT_S} s:\n{server.log_text()}")
+            time.sleep(0.3)
+        yield server
+    finally:
+        stopped_cleanly = stop(proc)
+    assert stopped_cleanly, f"`edgevision ui` did not stop cleanly on SIGTERM (status {proc.returncode}):\n{server.log_text()}"
+
+
+def stop(proc: subprocess.Popen) -> bool:
+    """SIGTERM, as a service manager stops it: the CLI must pass it on to Streamlit and exit 0."""
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=STOP_TIMEOUT_S) == 0
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=STOP_TIMEOUT_S)
+        return False
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="edgevision-chromium-")
+    # No network here: nothing that phones home, updates or syncs; a fresh profile every run.
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(UI_TIMEOUT_S)
+    driver.set_script_timeout(UI_TIMEOUT_S)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+# --- driving the page ----------------------------------------------------------------------------
+UPLOAD_INPUT = '[data-testid="stFileUploader"] input[type="file"]'
+MODEL_RADIO = '[data-testid="stSidebar"] [role="radiogroup"] label'
+MODEL_CARD = '[data-testid="stSidebar"] .st-key-model-card'
+TOP_LABEL = ".st-key-prediction h3"
+TOP5_BARS = '.st-key-top5 [data-testid="stProgress"]'
+ERROR = '[data-testid="stAlertContentError"]'
+RUNNING = '[data-testid="stStatusWidget"]'
+
+
+def wait(driver, condition, what: str, timeout: float = UI_TIMEOUT_S):
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)).until(
+            condition
+        )
+    except TimeoutException:
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; page text:\n{page_text(driver)}") from None
+
+
+def page_text(driver) -> str:
+    from selenium.webdriver.common.by import By
+
+    try:
+        return driver.find_element(By.TAG_NAME, "body").text[-3000:]
+    except Exception as e:  # noqa: BLE001 - only for a failure message
+        return f"(no page text: {e})"
+
+
+def texts(driver, css: str):
+    from selenium.webdriver.common.by import By
+
+    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, css)]
+
+
+def idle(driver) -> bool:
+    """True once Streamlit has finished the current run (its 'Running...' indicator is gone)."""
+    from selenium.webdriver.common.by import By
+
+    return not any(e.is_displayed() for e in driver.find_elements(By.CSS_SELECTOR, RUNNING))
+
+
+def open_page(driver, server: Server) -> None:
+    driver.get(server.url)
+    wait(driver, lambda d: texts(d, UPLOAD_INPUT) and texts(d, MODEL_CARD) and idle(d), "the uploader and the model card")
+
+
+def select_model(driver, name: str) -> str:
+    """Click `name` in the sidebar and wait for its card; returns the card's text."""
+    from selenium.webdriver.common.by import By
+
+    labels = {e.text.splitlines()[0]: e for e in driver.find_elements(By.CSS_SELECTOR, MODEL_RADIO) if e.text}
+    assert name in labels, f"model {name!r} is not offered in the sidebar; offered: {sorted(labels)}"
+    labels[name].click()
+    wait(driver, lambda d: any(t.startswith(name + "\n") for t in texts(d, MODEL_CARD)) and idle(d), f"the card of {name}")
+    return texts(driver, MODEL_CARD)[0]
+
+
+def upload(driver, path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.CSS_SELECTOR, UPLOAD_INPUT).send_keys(str(path))
+
+
+def answer_for(driver, path: Path):
+    """Upload `path`; wait for the page to show the result for it; return (top label, top-5 bar texts)."""
+    upload(driver, path)
+    caption = f"{path.name} · "
+    wait(
+        driver,
+        lambda d: idle(d) and any(t.startswith(caption) for t in texts(d, '[data-testid="stImageCaption"]')) and texts(d, TOP_LABEL),
+        f"the answer for {path.name}",
+    )
+    return texts(driver, TOP_LABEL)[0], texts(driver, TOP5_BARS)
+
+
+def error_for(driver, path: Path, expected: str) -> str:
+    upload(driver, path)
+    wait(driver, lambda d: idle(d) and any(path.name in t and expected in t for t in texts(d, ERROR)), f"the error for {path.name}")
+    return next(t for t in texts(driver, ERROR) if path.name in t)
+
+
+def screenshot(driver, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}.png"
+    driver.save_screenshot(str(path))
+    print(f"screenshot: {path}")
+    return path
+
+
+def assert_serving(server: Server) -> None:
+    assert server.proc.poll() is None, f"the server died:\n{server.log_text()}"
+    assert health(server.url) == "ok"
+
+
+# --- tests ---------------------------------------------------------------------------------------
+@pytest.mark.shared
+def test_reference_model_says_egyptian_cat(server, browser, tmp_path):
+    if not (REFERENCE.is_file() and CAT.is_file()):
+        pytest.skip(f"needs {REFERENCE} and {CAT} (the read-only ../shared data folder)")
+    open_page(browser, server)
+    card = select_model(browser, REFERENCE_NAME)
+    assert "Classes: 1001" in card and "Input: 224×224×3" in card and "Quantization" in card, card
+
+    top, bars = answer_for(browser, CAT)
+
+    shot = screenshot(browser, tmp_path, "ui-egyptian-cat")
+    assert top == "Egyptian cat", bars
+    assert len(bars) == 5 and bars[0].startswith("Egyptian cat · "), bars
+    metric = texts(browser, '[data-testid="stMetric"]')
+    assert metric and metric[0].startswith("Inference time") and metric[0].rstrip().endswith("ms"), metric
+    assert shot.stat().st_size > 10_000
+
+
+def test_switching_model_changes_the_answer(server, browser, tmp_path):
+    open_page(browser, server)
+    card = select_model(browser, COLORS_NAME)
+    assert "Classes: 3" in card and "Input: 32×32×3" in card, card
+
+    red, _ = answer_for(browser, write_color_png(tmp_path / "red.png", (0, 0, 255)))
+    blue, bars = answer_for(browser, write_color_png(tmp_path / "blue.png", (255, 0, 0)))
+
+    screenshot(browser, tmp_path, "ui-colors")
+    assert (red, blue) == ("red", "blue"), bars
+    assert len(bars) == len(COLORS)
+
+
+def test_bad_uploads_get_a_message_and_the_server_keeps_serving(server, browser, tmp_path):
+    open_page(browser, server)
+    select_model(browser, COLORS_NAME)
+
+    garbage = tmp_path / "garbage.jpg"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    message = error_for(browser, garbage, "not a decodable image")
+    assert "Could not read this image" in message
+    assert_serving(server)
+
+    bomb = write_png_bomb(tmp_path / "bomb.png")
+    assert bomb.stat().st_size < 100_000
+    message = error_for(browser, bomb, "20000x20000")
+    shot = screenshot(browser, tmp_path, "ui-bomb")
+    assert "Mpx limit" in message
+    assert_serving(server)
+
+    # Over the upload cap: the browser refuses it before sending a byte, and says so on the page.
+    oversized = tmp_path / "oversized.png"
+    oversized.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(MAX_UPLOAD_MB * 1024 * 1024 + 1))
+    upload(browser, oversized)
+    limit_text = f"{MAX_UPLOAD_MB:.1f}MB or smaller"
+    wait(browser, lambda d: limit_text in page_text(d) or any(limit_text in (e.get_attribute("textContent") or "")
+         for e in d.find_elements("css selector", '[data-testid="stFileUploader"]')), "the upload-size message")
+    assert f"up to {MAX_UPLOAD_MB} MB" in page_text(browser)
+    assert_serving(server)
+
+    # And the page still classifies.
+    green, _ = answer_for(browser, write_color_png(tmp_path / "green.png", (0, 255, 0)))
+    assert green == "green"
+    assert shot.is_file()
