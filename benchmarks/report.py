@@ -23,6 +23,13 @@ def _num(value, fmt: str = ".2f") -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def _ms(value) -> str:
+    """Milliseconds with three significant decimals for sub-millisecond models (a 14 us model is not 0.01)."""
+    if value is None:
+        return "-"
+    return format(value, ".3f" if abs(value) < 1 else ".2f")
+
+
 def _size(n: Optional[int]) -> str:
     if n is None:
         return "-"
@@ -57,7 +64,7 @@ def _columns(rows: Sequence[Dict[str, Any]], multi_device: bool) -> List[Tuple[s
         ("size", lambda r: _size(r.get("bytes"))),
         ("input", _input),
         ("load ms", lambda r: _num(r.get("load_ms"), ".1f")),
-        *[(f"{k} ms", (lambda key: lambda r: _num(_lat(r, key)))(k)) for k in LATENCY_KEYS],
+        *[(f"{k} ms", (lambda key: lambda r: _ms(_lat(r, key)))(k)) for k in LATENCY_KEYS],
         ("inf/s", lambda r: _num(r.get("inferences_per_s"), ".1f")),
         ("peak MB", lambda r: _num(r.get("peak_rss_mb"), ".1f")),
         ("overhead", lambda r: _num(r.get("harness_overhead"), ".3f")),
@@ -96,9 +103,11 @@ def format_table(report: Dict[str, Any]) -> str:
             lines.append("  ".join("-" * w for w in widths))
     if not ok:
         lines = ["(no successful measurements)"]
+    multi = _multi_device(report)
     for r in rows:
         if r.get("error"):
-            lines.append(f"error: {r.get('model')} (threads={r.get('threads')}): {r['error']}")
+            where = f"[{r.get('device')}] " if multi else ""
+            lines.append(f"error: {where}{r.get('model')} (threads={r.get('threads')}): {r['error']}")
     lines += _e2e_lines(rows)
     return "\n".join(lines)
 
