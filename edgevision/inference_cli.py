@@ -1,0 +1,125 @@
+"""`edgevision evaluate` and `edgevision predict`: thin click commands over edgevision.inference.
+
+Only click and the standard library are imported here; a `.tflite` model never brings in TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+def _model_options(f):
+    options = [
+        click.option("--labels", "labels", type=click.Path(dir_okay=False), default=None,
+                     help="Class names, one per line in output order (overrides the model's own; a 1001-line "
+                          "ImageNet file with 'background' first fits a 1000-output model)."),
+        click.option("--preprocess", "preprocess", type=click.Path(dir_okay=False), default=None,
+                     help="A preprocess.json for a Keras model that has none beside it "
+                          "(default for a bare .keras: RGB scaled to [-1, 1], the MobileNet convention)."),
+        click.option("--threads", type=int, default=None, help="Interpreter threads for .tflite models."),
+        click.option("--batch-size", type=int, default=64, show_default=True, help="Images decoded and run per step."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _load(model, labels, preprocess, threads):
+    from edgevision.inference import load_predictor
+
+    predictor = load_predictor(model, labels=labels, preprocess=preprocess, num_threads=threads)
+    for note in predictor.notes:
+        click.echo(f"note: {note}", err=True)
+    return predictor
+
+
+@click.command("evaluate")
+@click.argument("model")
+@click.option("--data", required=True, type=click.Path(),
+              help="Image folder with one subfolder per class, named like the model's labels.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout (messages go to stderr).")
+@click.option("--out", "out", type=click.Path(file_okay=False), default=None,
+              help="Where report.json, report.txt and confusion_matrix.png go [default: ./evaluation-<model>].")
+@_model_options
+def evaluate(model, data, as_json, out, labels, preprocess, threads, batch_size):
+    """Accuracy and the per-class report of MODEL on an image folder.
+
+    MODEL is a run directory, a .keras file, a .tflite file or a bundled model name (see `edgevision models`).
+
+    \b
+    Examples:
+      edgevision evaluate runs/cnn --data cifar10-test/
+      edgevision evaluate cifar10-cnn --data cifar10-test/ --json
+    """
+    from edgevision.edge_runtime.metrics import format_report
+    from edgevision.inference import evaluate as run_evaluation, write_evaluation
+
+    predictor = _load(model, labels, preprocess, threads)
+    result = run_evaluation(predictor, data, batch_size=batch_size)
+    result.report["model"] = str(predictor.path)
+    if result.skipped:
+        click.echo(f"warning: {result.skipped_summary()}", err=True)
+    out_dir = Path(out) if out else Path(f"evaluation-{_model_name(model)}")
+    written, note = write_evaluation(result, out_dir)
+    if note:
+        click.echo(f"note: {note}", err=True)
+    if as_json:
+        click.echo(json.dumps(result.report))
+        click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
+        return
+    click.echo(f"accuracy: {result.report['accuracy'] * 100:.2f}% on {result.report['n']} images "
+               f"({predictor.path}, {data})")
+    click.echo(format_report(result.report), nl=False)
+    click.echo(f"wrote {', '.join(str(p) for p in written)}")
+
+
+def _model_name(model: str) -> str:
+    path = Path(model)
+    return (path.name if path.is_dir() else path.stem) or "model"
+
+
+@click.command("predict")
+@click.argument("model")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--top-k", "k", type=int, default=5, show_default=True, help="How many labels to show per image.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print a JSON list: [{"image": PATH, "top": [{"label": ..., "score": ...}, ...]}, ...].')
+@click.option("--annotate", "annotate_dir", type=click.Path(file_okay=False), default=None,
+              help="Save each image with its labels drawn on it into this folder.")
+@_model_options
+def predict(model, images, k, as_json, annotate_dir, labels, preprocess, threads, batch_size):
+    """Top-k labels with confidence for each IMAGE (files, or folders of images).
+
+    MODEL is a run directory, a .keras file, a .tflite file or a bundled model name (see `edgevision models`).
+
+    \b
+    Examples:
+      edgevision predict cifar10-cnn photo.jpg
+      edgevision predict mobilenet_v2.keras cat.bmp --labels imagenet_labels.txt --top-k 3 --json
+    """
+    from edgevision.errors import ImageError
+    from edgevision.inference import annotate, predict as run_prediction
+
+    predictor = _load(model, labels, preprocess, threads)
+    results = run_prediction(predictor, images, k=k, batch_size=batch_size)
+    used: set = set()
+    for r in results:
+        if r.error:
+            click.echo(f"error: {r.error}", err=True)
+        elif annotate_dir:
+            saved = annotate(r, annotate_dir, used)
+            click.echo(f"annotated {r.image} -> {saved}", err=True)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results]))
+    else:
+        for r in results:
+            if r.error:
+                continue
+            click.echo(r.image)
+            for t in r.top:
+                click.echo(f"  {t.score * 100:6.2f}%  {t.label}")
+    failed = sum(1 for r in results if r.error)
+    if failed:
+        raise ImageError(f"{failed} of {len(results)} image(s) could not be read (see above)")
