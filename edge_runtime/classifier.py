@@ -62,7 +62,7 @@ class Classifier:
     """A TFLite image classifier opened safely, with its labels and preprocessing.
 
     model_path: a `.tflite` file or a bundled model name (see `edgevision models`).
-    num_threads: interpreter threads (None: the backend's default).
+    num_threads: interpreter threads (None: every usable core).
     backend: "auto" (ai-edge-litert if installed, else tflite-runtime), "ai-edge-litert" or "tflite-runtime".
     labels: class names (a list, or a labels file); default: the model's metadata, a labels file packed
         in the model, `labels.txt` beside it, else "class_<i>".
@@ -333,8 +333,8 @@ class Classifier:
         return self._backend_version
 
     @property
-    def num_threads(self) -> Optional[int]:
-        """Threads asked for (None: the backend's default)."""
+    def num_threads(self) -> int:
+        """Interpreter threads (None at construction resolves to every usable core)."""
         return self._num_threads
 
     @property

@@ -12,6 +12,7 @@ about 20 % of 4,800 mutated models segfaulted that way (see edge_runtime/safety.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Dict, List, Optional
 
 from edgevision.errors import DependencyError, ModelError, UsageError
@@ -88,10 +89,21 @@ def backend_version(name: str) -> str:
         return str(getattr(module, "__version__", "unknown"))
 
 
-def check_num_threads(num_threads: Optional[int]) -> Optional[int]:
-    """None (the interpreter's default) or a positive int; UsageError otherwise."""
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, which containers and taskset narrow)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def check_num_threads(num_threads: Optional[int]) -> int:
+    """A positive int; None means every usable core. UsageError otherwise.
+
+    None is resolved here rather than left to the backend, whose default differs between versions (and
+    is a single thread for XNNPACK in some), so that reports can say how many threads really ran.
+    """
     if num_threads is None:
-        return None
+        return usable_cores()
     if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
         raise UsageError(f"num_threads must be a positive integer or None, got {num_threads!r}")
     return num_threads
@@ -105,7 +117,7 @@ def make_interpreter(model_content: bytes, num_threads: Optional[int] = None, ba
     RuntimeError for ops it cannot prepare) become one-line ModelErrors. This does not protect against a
     model that crashes the process: `safety.verify_model` is for models that are not yet known to be good.
     """
-    num_threads = check_num_threads(num_threads)
+    num_threads = check_num_threads(num_threads)  # None -> all usable cores
     if not isinstance(model_content, (bytes, bytearray, memoryview)):
         raise UsageError(f"model_content must be the model's bytes, got {type(model_content).__name__}")
     if len(model_content) == 0:
