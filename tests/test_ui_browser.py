@@ -10,6 +10,7 @@ page or the runtime mixed up the colour order).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -191,6 +192,9 @@ def browser(server):
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
+        # A fake camera (Chromium's green test pattern) and no permission prompt, for st.camera_input.
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
         f"--window-size={WINDOW[0]},{WINDOW[1]}",
         f"--user-data-dir={profile}",
     ):
@@ -212,7 +216,12 @@ MODEL_CARD = '[data-testid="stSidebar"] .st-key-model-card'
 TOP_LABEL = ".st-key-prediction h3"
 TOP5_BARS = '.st-key-top5 [data-testid="stProgress"]'
 ERROR = '[data-testid="stAlertContentError"]'
-RUNNING = '[data-testid="stStatusWidget"]'
+RUNNING_ICON = '[data-testid="stStatusWidgetRunningIcon"]'
+STALE = '[data-testid="stElementContainer"][data-stale="true"]'
+METRIC = '[data-testid="stMetric"]'
+SOURCE_RADIO = '[data-testid="stMain"] [role="radiogroup"] label'
+TAKE_PHOTO = '[data-testid="stCameraInputButton"]'
+IMAGE_CAPTION = '[data-testid="stImageCaption"]'
 
 
 def wait(driver, condition, what: str, timeout: float = UI_TIMEOUT_S):
@@ -243,10 +252,14 @@ def texts(driver, css: str):
 
 
 def idle(driver) -> bool:
-    """True once Streamlit has finished the current run (its 'Running...' indicator is gone)."""
+    """True when no run is in progress and nothing on the page is left over from an earlier run.
+
+    Streamlit streams a run's elements one by one and marks those of the previous run stale until they
+    are replaced, so 'not stale' means 'drawn by the current run'.
+    """
     from selenium.webdriver.common.by import By
 
-    return not any(e.is_displayed() for e in driver.find_elements(By.CSS_SELECTOR, RUNNING))
+    return not driver.find_elements(By.CSS_SELECTOR, f"{RUNNING_ICON}, {STALE}")
 
 
 def open_page(driver, server: Server) -> None:
@@ -271,21 +284,32 @@ def upload(driver, path: Path) -> None:
     driver.find_element(By.CSS_SELECTOR, UPLOAD_INPUT).send_keys(str(path))
 
 
-def answer_for(driver, path: Path):
-    """Upload `path`; wait for the page to show the result for it; return (top label, top-5 bar texts)."""
+def answer_for(driver, path: Path, num_bars: int):
+    """Upload `path`; wait until the page shows the whole result for it; return (top label, bar texts)."""
     upload(driver, path)
     caption = f"{path.name} · "
     wait(
         driver,
-        lambda d: idle(d) and any(t.startswith(caption) for t in texts(d, '[data-testid="stImageCaption"]')) and texts(d, TOP_LABEL),
+        lambda d: any(t.startswith(caption) for t in texts(d, IMAGE_CAPTION))
+        and len(texts(d, TOP5_BARS)) == num_bars
+        and texts(d, METRIC)
+        and idle(d),
         f"the answer for {path.name}",
     )
     return texts(driver, TOP_LABEL)[0], texts(driver, TOP5_BARS)
 
 
+def choose_source(driver, source: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    radios = {e.text: e for e in driver.find_elements(By.CSS_SELECTOR, SOURCE_RADIO)}
+    assert source in radios, f"no image source {source!r} on the page; found {sorted(radios)}"
+    radios[source].click()
+
+
 def error_for(driver, path: Path, expected: str) -> str:
     upload(driver, path)
-    wait(driver, lambda d: idle(d) and any(path.name in t and expected in t for t in texts(d, ERROR)), f"the error for {path.name}")
+    wait(driver, lambda d: any(path.name in t and expected in t for t in texts(d, ERROR)) and idle(d), f"the error for {path.name}")
     return next(t for t in texts(driver, ERROR) if path.name in t)
 
 
@@ -310,12 +334,12 @@ def test_reference_model_says_egyptian_cat(server, browser, tmp_path):
     card = select_model(browser, REFERENCE_NAME)
     assert "Classes: 1001" in card and "Input: 224×224×3" in card and "Quantization" in card, card
 
-    top, bars = answer_for(browser, CAT)
+    top, bars = answer_for(browser, CAT, 5)
 
     shot = screenshot(browser, tmp_path, "ui-egyptian-cat")
     assert top == "Egyptian cat", bars
     assert len(bars) == 5 and bars[0].startswith("Egyptian cat · "), bars
-    metric = texts(browser, '[data-testid="stMetric"]')
+    metric = texts(browser, METRIC)
     assert metric and metric[0].startswith("Inference time") and metric[0].rstrip().endswith("ms"), metric
     assert shot.stat().st_size > 10_000
 
@@ -325,12 +349,11 @@ def test_switching_model_changes_the_answer(server, browser, tmp_path):
     card = select_model(browser, COLORS_NAME)
     assert "Classes: 3" in card and "Input: 32×32×3" in card, card
 
-    red, _ = answer_for(browser, write_color_png(tmp_path / "red.png", (0, 0, 255)))
-    blue, bars = answer_for(browser, write_color_png(tmp_path / "blue.png", (255, 0, 0)))
+    red, _ = answer_for(browser, write_color_png(tmp_path / "red.png", (0, 0, 255)), len(COLORS))
+    blue, bars = answer_for(browser, write_color_png(tmp_path / "blue.png", (255, 0, 0)), len(COLORS))
 
     screenshot(browser, tmp_path, "ui-colors")
     assert (red, blue) == ("red", "blue"), bars
-    assert len(bars) == len(COLORS)
 
 
 def test_bad_uploads_get_a_message_and_the_server_keeps_serving(server, browser, tmp_path):
@@ -361,6 +384,26 @@ def test_bad_uploads_get_a_message_and_the_server_keeps_serving(server, browser,
     assert_serving(server)
 
     # And the page still classifies.
-    green, _ = answer_for(browser, write_color_png(tmp_path / "green.png", (0, 255, 0)))
+    green, _ = answer_for(browser, write_color_png(tmp_path / "green.png", (0, 255, 0)), len(COLORS))
     assert green == "green"
     assert shot.is_file()
+
+
+def test_camera_picture_is_classified(server, browser, tmp_path):
+    """st.camera_input with Chromium's fake camera, whose test pattern is green."""
+    from selenium.webdriver.common.by import By
+
+    open_page(browser, server)
+    select_model(browser, COLORS_NAME)
+    choose_source(browser, "Camera")
+    # The button is enabled once the (fake) camera streams.
+    button = wait(browser, lambda d: next((b for b in d.find_elements(By.CSS_SELECTOR, TAKE_PHOTO) if b.is_enabled()), None),
+                  "the camera's Take Photo button")
+    time.sleep(0.5)  # let a few frames through so the picture is not the first, still black, one
+    button.click()
+    wait(browser, lambda d: len(texts(d, TOP5_BARS)) == len(COLORS) and texts(d, METRIC) and idle(d),
+         "the answer for the camera picture")
+    screenshot(browser, tmp_path, "ui-camera")
+    assert texts(browser, TOP_LABEL)[0] == "green", texts(browser, TOP5_BARS)
+    captions = texts(browser, '[data-testid="stCaptionContainer"]')
+    assert any(re.fullmatch(r"camera\.jpg · \d+×\d+", t) for t in captions), captions

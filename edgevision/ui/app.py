@@ -131,13 +131,21 @@ def show_model_card(entry: ModelEntry, loaded: LoadedModel) -> None:
 
 
 # --- main area -----------------------------------------------------------------------------------
-def get_image_bytes(settings: UiSettings):
-    """(bytes, name) from the uploader or the camera, or None while there is nothing yet."""
+@dataclass(frozen=True)
+class Picture:
+    data: bytes
+    name: str
+    from_camera: bool
+
+
+def get_picture(settings: UiSettings) -> Optional[Picture]:
+    """The uploaded file or the camera's photo, or None while there is nothing yet."""
     source = st.radio("Image source", ["Upload", "Camera"], horizontal=True, key="source", label_visibility="collapsed")
     limit_text = f"{settings.max_upload_mb} MB and {MAX_PIXELS / 1e6:.0f} megapixels"
     if source == "Camera":
+        # Only asked for when chosen, so that opening the page does not ask for the camera.
         shot = st.camera_input("Take a picture")
-        return (shot.getvalue(), "camera.jpg") if shot is not None else None
+        return Picture(shot.getvalue(), "camera.jpg", True) if shot is not None else None
     upload = st.file_uploader(
         "Choose an image",
         type=UPLOAD_TYPES,
@@ -145,7 +153,19 @@ def get_image_bytes(settings: UiSettings):
         help=f"{', '.join(t.upper() for t in UPLOAD_TYPES)}; at most {limit_text}.",
     )
     st.caption(f"JPEG, PNG, BMP or WebP, up to {limit_text}. Images are classified on this server and not stored.")
-    return (upload.getvalue(), upload.name) if upload is not None else None
+    return Picture(upload.getvalue(), upload.name, False) if upload is not None else None
+
+
+def decode_picture(picture: Picture, settings: UiSettings) -> Optional[np.ndarray]:
+    """BGR pixels, or None after saying on the page why the picture cannot be used."""
+    if len(picture.data) > settings.max_upload_mb * MB:  # the server refuses these already; belt and braces
+        st.error(f"**{picture.name}** is {human_size(len(picture.data))}; the limit is {settings.max_upload_mb} MB.")
+        return None
+    try:
+        return decode_image(picture.data, name=picture.name)
+    except ImageError as e:
+        st.error(f"Could not read this image. {e}", icon=":material/block:")
+        return None
 
 
 def for_display(image_bgr: np.ndarray) -> np.ndarray:
@@ -158,28 +178,35 @@ def for_display(image_bgr: np.ndarray) -> np.ndarray:
     return cv2.resize(image_bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
-def show_results(image_bgr: np.ndarray, name: str, results, timing: Timing, loaded: LoadedModel) -> None:
+def show_picture(image_bgr: np.ndarray, picture: Picture) -> None:
     h, w = image_bgr.shape[:2]
-    left, right = st.columns([3, 2], gap="large")
+    caption = f"{picture.name} · {w}×{h}"
+    if picture.from_camera:  # the camera widget already shows the photo
+        st.caption(caption)
+        return
     shown = for_display(image_bgr)
-    # Small images (CIFAR's are 32x32) are drawn larger so that there is something to see.
-    left.image(shown, channels="BGR", caption=f"{name} · {w}×{h}", width=max(shown.shape[1], MIN_DISPLAY_WIDTH))
-    with right:
-        top = results[0]
-        with st.container(key="prediction"):
-            st.markdown(f"### {top.label}")
-            st.caption(f"{top.score:.1%} confident · class {top.index}")
-        with st.container(key="top5"):
-            for r in results:
-                st.progress(min(max(float(r.score), 0.0), 1.0), text=f"{r.label} · {r.score:.1%}")
-        threads = loaded.classifier.num_threads
-        st.metric(
-            "Inference time",
-            f"{timing.invoke_ms:.1f} ms",
-            help="The TensorFlow Lite interpreter's invoke() for this image, on this server's CPU"
-            + (f" with {threads} threads." if threads else " (the backend's default threads)."),
-        )
-        st.caption(f"preprocessing {timing.prepare_ms:.1f} ms · total {timing.total_ms:.1f} ms")
+    # Small images (CIFAR's are 32x32) are drawn larger so that there is something to see; others at
+    # their own size, never wider than the column.
+    width = MIN_DISPLAY_WIDTH if shown.shape[1] < MIN_DISPLAY_WIDTH else "content"
+    st.image(shown, channels="BGR", caption=caption, width=width)
+
+
+def show_answer(results, timing: Timing, loaded: LoadedModel) -> None:
+    top = results[0]
+    with st.container(key="prediction"):
+        st.markdown(f"### {top.label}")
+        st.caption(f"{top.score:.1%} confident · class {top.index}")
+    with st.container(key="top5"):
+        for r in results:
+            st.progress(min(max(float(r.score), 0.0), 1.0), text=f"{r.label} · {r.score:.1%}")
+    threads = loaded.classifier.num_threads
+    st.metric(
+        "Inference time",
+        f"{timing.invoke_ms:.1f} ms",
+        help="The TensorFlow Lite interpreter's invoke() for this image, on this server's CPU"
+        + (f" with {threads} threads." if threads else " (the backend's default threads)."),
+    )
+    st.caption(f"preprocessing {timing.prepare_ms:.1f} ms · total {timing.total_ms:.1f} ms")
 
 
 def classify_timed(loaded: LoadedModel, image_bgr: np.ndarray):
@@ -197,20 +224,26 @@ def classify_timed(loaded: LoadedModel, image_bgr: np.ndarray):
     return results, Timing((t1 - t0) * ms, (t2 - t1) * ms, (t3 - t0) * ms)
 
 
-def classify_bytes(data: bytes, name: str, settings: UiSettings, loaded: LoadedModel) -> None:
-    if len(data) > settings.max_upload_mb * MB:  # the server refuses these already; belt and braces
-        st.error(f"**{name}** is {human_size(len(data))}; the limit is {settings.max_upload_mb} MB.")
-        return
-    try:
-        image = decode_image(data, name=name)
-    except ImageError as e:
-        st.error(f"Could not read this image. {e}", icon=":material/block:")
-        return
-    results, timing = classify_timed(loaded, image)
-    if not results:
-        st.warning("The model returned no classes for this image.")
-        return
-    show_results(image, name, results, timing, loaded)
+def main_area(settings: UiSettings, loaded: LoadedModel) -> None:
+    """Input and picture on the left, the answer on the right, side by side."""
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        picture = get_picture(settings)
+    with right:
+        if picture is None:
+            st.caption("The model's five most likely classes will appear here.")
+            return
+        image = decode_picture(picture, settings)
+        if image is None:
+            return
+        try:
+            results, timing = classify_timed(loaded, image)
+        except EdgeVisionError as e:
+            st.error(f"Could not classify this image: {e}", icon=":material/block:")
+            return
+        show_answer(results, timing, loaded)
+    with left:
+        show_picture(image, picture)
 
 
 def main() -> None:
@@ -242,14 +275,7 @@ def main() -> None:
         st.error(f"Cannot use the model **{entry.name}**: {e}", icon=":material/block:")
         return
     show_model_card(entry, loaded)
-
-    got = get_image_bytes(settings)
-    if got is None:
-        return
-    try:
-        classify_bytes(got[0], got[1], settings, loaded)
-    except EdgeVisionError as e:
-        st.error(f"Could not classify this image: {e}", icon=":material/block:")
+    main_area(settings, loaded)
 
 
 try:
