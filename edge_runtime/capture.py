@@ -102,6 +102,7 @@ class LatestFrameCapture:
         self._last_progress_ns = 0
         self._ended: Optional[str] = None
         self._reconnect_streak = 0  # reconnection attempts since the last frame
+        self._failed_read_ns = 0  # how long the read that failed had waited
         self._stop = threading.Event()
         self._readers: List[threading.Thread] = []
         self._watchdog: Optional[threading.Thread] = None
@@ -186,6 +187,7 @@ class LatestFrameCapture:
                         return  # abandoned by the watchdog or closed: a newer connection owns the slot
                     if not ok or image is None:
                         self._reader_failed = generation
+                        self._failed_read_ns = now - start
                         self._cond.notify_all()
                         return
                     if self._slot is not None:
@@ -210,7 +212,13 @@ class LatestFrameCapture:
                     continue
                 # Abandon this connection: its reader exits (and releases) as soon as read() returns.
                 self._generation += 1
-            why = "the stream ended or failed" if failed else f"no frame for {self.settings.stall_timeout_s:g} s"
+                # A read that failed after waiting about as long as the stall limit is FFmpeg's read timeout:
+                # the source stalled; a read that failed at once means the stream ended or the device went.
+                timed_out = failed and self._failed_read_ns >= 0.9 * stall_ns
+            if stalled or timed_out:
+                why = f"no frame for {self.settings.stall_timeout_s:g} s"
+            else:
+                why = "the stream ended or failed"
             if not self._reconnect(why):
                 return
 

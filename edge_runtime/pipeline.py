@@ -232,6 +232,7 @@ class PipelineRun:
         self._recorders = {stage: _StageRecorder() for stage in STAGES}
         self._started = False
         self._gen = None
+        self._dropped = 0
 
     # --- lifecycle ----------------------------------------------------------------------------------
     def open(self) -> "PipelineRun":
@@ -273,6 +274,7 @@ class PipelineRun:
         fps_ema: Optional[float] = None
         last_done: Optional[int] = None
         timed_from: Optional[int] = None  # clock when the first timed (post-warm-up) frame began
+        self._dropped = 0
         run_start = clock()
         try:
             while True:
@@ -325,13 +327,15 @@ class PipelineRun:
                     rate = NS_PER_MS * 1000 / (t5 - last_done)
                     fps_ema = rate if fps_ema is None else (1 - FPS_EMA_WEIGHT) * fps_ema + FPS_EMA_WEIGHT * rate
                 last_done = t5
+                # Frames that arrive after the last one we classify were not dropped for being stale.
+                self._dropped = source.dropped
                 result = FrameResult(
                     frame=frames,
                     source_index=frame.index,
                     name=frame.name,
                     top=top,
                     times=times,
-                    dropped=source.dropped,
+                    dropped=self._dropped,
                     timestamp=time.time(),
                     latency_ms=(t5 - frame.captured_ns) / NS_PER_MS,
                     image=frame.image,
@@ -355,7 +359,7 @@ class PipelineRun:
             timed_frames=timed,
             seconds=(end - run_start) / 1e9,
             fps=fps,
-            dropped=source.dropped if source is not None else 0,
+            dropped=self._dropped,
             skipped=tuple(source.skipped) if source is not None else (),
             reconnects=getattr(source, "reconnects", 0),
             stop_reason=reason,

@@ -64,3 +64,16 @@ def run_cli(*args, env=None, timeout=600, input=None, cwd=None) -> subprocess.Co
 @pytest.fixture
 def cli():
     return run_cli
+
+
+# --- added by the camera/classify tests: a tiny real TFLite classifier that needs no ../shared ----------
+@pytest.fixture(scope="session")
+def tiny_tflite(tmp_path_factory):
+    """A small CNN (32x32x3 -> cat/dog/ship) built and converted by TensorFlow once per session.
+
+    Returns {"tflite": path, "labels": path (labels.txt beside the model), "keras": path}.
+    """
+    pytest.importorskip("tensorflow", reason="building the tiny model needs the train extra")
+    from _bench_helpers import build_tiny_models
+
+    return build_tiny_models(tmp_path_factory.mktemp("tiny-model"))
