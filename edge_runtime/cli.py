@@ -84,11 +84,25 @@ def classify(model, source, labels, top_k, threads, backend, trusted, headless, 
     show = not headless and display_available()
     settings = PipelineSettings(top_k=top_k, smooth=smooth, draw=show or save is not None, max_frames=max_frames,
                                 live=live)
-    from edgevision.edge_runtime import Classifier
-
-    classifier = Classifier(model_path, num_threads=threads, backend=backend, labels=labels, trusted=trusted)
     _quiet_opencv()
-    _run(classifier, spec, settings, show=show, print_json=as_json or not show, save=save)
+    from edgevision.edge_runtime import Classifier
+    from edgevision.edge_runtime.sources import open_source
+
+    # The source first: a camera that cannot be opened is reported at once, before the model is loaded.
+    with _StopOnSignal() as signals:
+        source = open_source(spec, live, on_event=_warn)
+        try:
+            classifier = Classifier(model_path, num_threads=threads, backend=backend, labels=labels, trusted=trusted)
+            _run(classifier, source, settings, signals, show=show, print_json=as_json or not show, save=save)
+        finally:
+            source.close()  # releases the camera, also after Ctrl-C
+    if signals.signum is not None:
+        click.echo("interrupted: stopped cleanly", err=True)
+        raise click.exceptions.Exit(SIGNAL_EXIT[signals.signum])
+
+
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
 
 
 def _quiet_opencv() -> None:
@@ -127,51 +141,42 @@ class _StopOnSignal:
             signal.signal(signum, handler)
 
 
-def _run(classifier, spec, settings, show: bool, print_json: bool, save) -> None:
+def _run(classifier, source, settings, signals: _StopOnSignal, show: bool, print_json: bool, save) -> None:
     from edgevision.edge_runtime.pipeline import format_summary, run_pipeline
     from edgevision.edge_runtime.recording import VideoSink
     from edgevision.errors import SourceError
 
-    def warn(message: str) -> None:
-        click.echo(f"warning: {message}", err=True)
+    window = sink = lost = saved = None
+    run = run_pipeline(classifier, source, settings, stop=signals.stop)
+    try:
+        if show:
+            from edgevision.edge_runtime.display import Window
 
-    window = None
-    sink = None
-    lost = None
-    with _StopOnSignal() as signals:
-        run = run_pipeline(classifier, spec, settings, stop=signals.stop, on_event=warn)
+            window = Window(f"edgevision - {source.description}")
+        if save is not None:
+            fps = source.nominal_fps if source.spec.kind == "video" else None
+            sink = VideoSink(save, fps=fps or (STILLS_FPS if not source.live else None))
+        stills = source.spec.kind in ("image", "folder")
+        out = sys.stdout
         try:
-            run.open()  # SourceError here: the camera or stream cannot be opened at all
-            source = run.source
-            if show:
-                from edgevision.edge_runtime.display import Window
-
-                window = Window(f"edgevision - {source.description}")
-            if save is not None:
-                fps = source.nominal_fps if source.spec.kind == "video" else None
-                sink = VideoSink(save, fps=fps or (STILLS_FPS if not source.live else None))
-            stills = source.spec.kind in ("image", "folder")
-            out = sys.stdout
-            try:
-                for result in run:
-                    if print_json:
-                        out.write(json.dumps(result.to_dict(source.description), ensure_ascii=False) + "\n")
-                        out.flush()
-                    if sink is not None:
-                        sink.write(result.image)
-                    # Stills stay on screen until a key is pressed; live frames are refreshed as they come.
-                    if window is not None and not window.show(result.image, wait_ms=0 if stills else 1):
-                        break
-            except SourceError as e:  # a live source lost for good: finish everything, then report it
-                lost = e
-        finally:
-            saved = sink.close() if sink is not None else None
-            if window is not None:
-                window.close()
-            run.close()
-    summary = run.summary
-    if summary is not None:
-        for line in format_summary(summary):
+            for result in run:
+                if print_json:
+                    out.write(json.dumps(result.to_dict(source.description), ensure_ascii=False) + "\n")
+                    out.flush()
+                if sink is not None:
+                    sink.write(result.image)
+                # Stills stay on screen until a key is pressed; live frames are refreshed as they come.
+                if window is not None and not window.show(result.image, wait_ms=0 if stills else 1):
+                    break
+        except SourceError as e:  # a live source lost for good: finish everything, then report it
+            lost = e
+    finally:
+        run.close()
+        saved = sink.close() if sink is not None else None
+        if window is not None:
+            window.close()
+    if run.summary is not None:
+        for line in format_summary(run.summary):
             click.echo(line, err=True)
     if saved is not None:
         click.echo(f"saved {sink.frames} annotated frames at {sink.fps:.1f} FPS to {saved}", err=True)
@@ -179,6 +184,3 @@ def _run(classifier, spec, settings, show: bool, print_json: bool, save) -> None
         click.echo(f"no frame was classified, so {save} was not written", err=True)
     if lost is not None:
         raise lost
-    if signals.signum is not None:
-        click.echo("interrupted: stopped cleanly", err=True)
-        raise click.exceptions.Exit(SIGNAL_EXIT[signals.signum])
