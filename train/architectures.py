@@ -80,15 +80,20 @@ def build_mobilenetv2(
     check_mobilenet_size(input_size)
     from edgevision.train.weights import resolve_mobilenet_weights
 
+    from edgevision.train.weights import load_weights_file, offline_weights_message
+
     keras_weights, weights_file = resolve_mobilenet_weights(weights, alpha, input_size)
-    base = keras.applications.MobileNetV2(
-        input_shape=(input_size, input_size, 3), alpha=alpha, include_top=False, weights=keras_weights
-    )
+    try:
+        base = keras.applications.MobileNetV2(
+            input_shape=(input_size, input_size, 3), alpha=alpha, include_top=False, weights=keras_weights
+        )
+    except Exception as e:  # the download failed after all (proxy, truncated file): same two ways out
+        if keras_weights != "imagenet":
+            raise
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(offline_weights_message(alpha, input_size, f"Keras could not get them ({reason})")) from e
     if weights_file:
-        try:
-            base.load_weights(weights_file, skip_mismatch=False)
-        except Exception as e:  # h5py/Keras raise many types for a wrong or corrupt file
-            raise UsageError(f"cannot load weights from {weights_file}: {e}") from e
+        load_weights_file(base, weights_file)
     inputs = keras.Input(shape=(input_size, input_size, 3), name="image")
     x = base(inputs, training=False)  # keeps batch-norm statistics frozen during fine-tuning
     x = layers.GlobalAveragePooling2D(name="pool")(x)
