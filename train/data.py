@@ -63,16 +63,34 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> Tupl
     return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
 
 
+CIFAR10_HOST = "www.cs.toronto.edu"
+CIFAR10_CACHE_NAME = "cifar-10-batches-py-target"  # the folder keras.datasets.cifar10 caches it in
+
+
 def load_cifar10_arrays() -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """keras.datasets.cifar10 (downloaded once, then cached by Keras): RGB uint8 32x32."""
+    import contextlib
+    import sys
+
     import keras
 
-    try:
-        (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
-    except Exception as e:  # urllib's URLError, socket errors, a truncated cache: all mean "not available"
+    from edgevision.train.weights import keras_home, online
+
+    cached = keras_home() / "datasets" / CIFAR10_CACHE_NAME
+    # Checked first so that offline the user gets one line, not Keras' "Downloading data from ..." and a stack.
+    if not cached.exists() and not online(CIFAR10_HOST):
         raise DataError(
-            "could not download CIFAR-10 through Keras (no network?): "
-            f"{type(e).__name__}; pass an image folder instead with --data DIR (one subfolder per class)"
+            f"CIFAR-10 is not in the Keras cache ({cached}) and cannot be downloaded (no network): "
+            "pass an image folder with --data DIR (one subfolder per class), or connect once so Keras can cache it"
+        )
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # Keras' download progress must not pollute stdout
+            (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
+    except Exception as e:  # urllib's URLError, socket errors, a truncated cache: all mean "not available"
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(
+            f"could not get CIFAR-10 through Keras ({reason}); "
+            "pass an image folder instead with --data DIR (one subfolder per class)"
         ) from e
     return x_train, y_train.reshape(-1).astype(np.int64), x_test, y_test.reshape(-1).astype(np.int64)
 
@@ -110,6 +128,7 @@ def load_split(
         if decoded.skipped:
             skipped.append(decoded.skipped_summary())
         x, y, classes = decoded.pixels, decoded.labels, folder.classes
+        _check_every_class_decoded(y, classes, folder.root)
         source = {"kind": "folder", "path": str(Path(data).resolve())}
     if val_data:
         val_folder = scan_image_folder(val_data, classes=classes)
@@ -127,6 +146,16 @@ def load_split(
     if limit_per_class:
         source["limit_per_class"] = limit_per_class
     return SplitData(x_train, y_train, x_val, y_val, tuple(classes), source, skipped)
+
+
+def _check_every_class_decoded(y: np.ndarray, classes: Sequence[str], root: Path) -> None:
+    """A class folder whose files are all undecodable is as empty as one without files: say so."""
+    empty = [name for i, name in enumerate(classes) if not np.any(y == i)]
+    if empty:
+        raise DataError(
+            f"class folder(s) {', '.join(repr(n) for n in empty)} in {root} have no decodable images; "
+            "add images or remove the folder(s)"
+        )
 
 
 def _limit_indices(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -153,14 +182,27 @@ def validation_arrays(run) -> Tuple[np.ndarray, np.ndarray]:
     data = settings.get("data")
     if not data:
         raise DataError(f"{info.path}/run.json does not record the training data; pass evaluation images explicitly")
+    # The recorded absolute paths first: `data` is the path as typed, relative to where training ran.
+    source = settings.get("data_source") or {}
+    if source.get("kind") == "folder" and source.get("path"):
+        data = source["path"]
+    val_data = settings.get("val_data")
+    val_source = source.get("val") or {}
+    if val_data and val_source.get("kind") == "folder" and val_source.get("path"):
+        val_data = val_source["path"]
     split = load_split(
         data,
         info.preprocess,
         val_split=settings.get("val_split", 0.1),
         seed=settings.get("seed", 0),
-        val_data=settings.get("val_data"),
+        val_data=val_data,
         limit_per_class=settings.get("limit_per_class"),
     )
+    if split.classes != tuple(info.labels):
+        raise DataError(
+            f"the training data now has classes {list(split.classes)} but {info.path} was trained on "
+            f"{list(info.labels)}; the validation set cannot be rebuilt"
+        )
     return split.x_val, split.y_val
 
 
