@@ -7,6 +7,9 @@ import click
 from edgevision.errors import UsageError
 
 
+DEFAULT_HEAD_EPOCHS = 2
+
+
 def _common(f):
     options = [
         click.option("--data", default="cifar10", show_default=True,
@@ -57,7 +60,8 @@ def cnn(**kwargs):
               help="imagenet (Keras download and cache), none (random init) or a weights file path.")
 @click.option("--input-size", type=int, default=96, show_default=True, help="Square input size, 96 to 224.")
 @click.option("--alpha", type=float, default=1.0, show_default=True, help="Width multiplier (ImageNet weights: 0.35-1.4).")
-@click.option("--head-epochs", type=int, default=2, show_default=True, help="Epochs training only the new head.")
+@click.option("--head-epochs", type=int, default=None,
+              help="Epochs training only the new head [default: 2, or --epochs if that is smaller].")
 @click.option("--fine-tune-layers", type=int, default=60, show_default=True,
               help="Top layers of the base unfrozen in the fine-tuning phase (batch norm stays frozen).")
 @click.option("--fine-tune-learning-rate", type=float, default=3e-4, show_default=True)
@@ -81,6 +85,9 @@ def _run(arch: str, kwargs: dict, default_epochs: int, default_batch: int) -> No
     resume = kwargs.pop("resume")
     kwargs["epochs"] = kwargs["epochs"] or default_epochs
     kwargs["batch_size"] = kwargs["batch_size"] or default_batch
+    if arch == "mobilenetv2" and kwargs.get("head_epochs") is None:
+        # `--epochs 1` should just work: the head phase then takes the one epoch there is.
+        kwargs["head_epochs"] = min(DEFAULT_HEAD_EPOCHS, kwargs["epochs"])
     if resume and read_checkpoint_state(Path(kwargs["out"])) is None:
         raise UsageError(f"--resume: {kwargs['out']} has no checkpoint to continue from")
     settings = TrainSettings(arch=arch, **kwargs)
