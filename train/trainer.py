@@ -132,6 +132,15 @@ def _save_checkpoint(out: Path, model, epoch: int, phase: str, history: List[dic
     for old in ckpt_dir.glob("epoch-*.keras"):
         if old.name != name:
             old.unlink(missing_ok=True)
+    remove_stale_temporaries(out)
+
+
+def remove_stale_temporaries(out: Path) -> None:
+    """Delete temporary files a kill -9 left mid-save (atomic_path's `.<name>.<random>` files): they are
+    never read, but a 14 MB one per interrupted MobileNetV2 save adds up."""
+    for folder, pattern in ((out / rd.CHECKPOINTS, ".epoch-*.keras.*"), (out, f".{rd.MODEL}.*")):
+        for stale in folder.glob(pattern):
+            stale.unlink(missing_ok=True)
 
 
 def _epoch_callback(out: Path, phase: Phase, history: List[dict], started: float, elapsed_before: float, batches):
