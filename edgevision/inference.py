@@ -74,9 +74,11 @@ class TFLitePredictor:
         _check_pixels(pixels, self.preprocess)
         if len(pixels) == 0:
             return np.zeros((0, len(self.labels)), np.float32)
-        # The interpreter takes one image at a time (batch 1 is how the model was converted).
-        rows = [self.classifier.scores_from_output(self.classifier.invoke(p[None])) for p in pixels]
-        return as_probabilities(np.stack([np.asarray(r, np.float32).reshape(-1) for r in rows]))
+        clf, order = self.classifier, self.preprocess.color_order
+        # One image per invoke (edge models are converted with batch 1). The pixels are already at the input
+        # size in the model's colour order, so prepare() only encodes them (quantizes or normalises).
+        rows = [clf.scores_from_output(clf.invoke(clf.prepare(p, color_order=order)))[0] for p in pixels]
+        return np.stack(rows).astype(np.float32, copy=False)
 
 
 def _check_pixels(pixels: np.ndarray, preprocess: PreprocessConfig) -> None:
@@ -108,7 +110,7 @@ def load_predictor(
     """A run directory, `.keras`, `.tflite` or bundled model name -> KerasPredictor or TFLitePredictor.
 
     `labels` (a file) overrides the model's own labels; a 1001-line ImageNet file with 'background' first
-    fits a 1000-output model. `preprocess` (a preprocess.json) overrides the preprocessing of a Keras model.
+    fits a 1000-output model. `preprocess` (a preprocess.json) overrides the model's own preprocessing.
     Anything assumed rather than read from the model is said in `predictor.notes`.
     """
     from edgevision.bundled import MODELS_DIR, resolve_model
@@ -118,13 +120,8 @@ def load_predictor(
     if path.is_dir():
         return _load_run_dir(path, labels, preprocess)
     if path.suffix.lower() == ".tflite" or _sniff_tflite(path, is_tflite):
-        if preprocess is not None:
-            raise UsageError(
-                f"--preprocess applies to Keras models; {path.name} is a .tflite model, which carries its own "
-                "preprocessing in its metadata"
-            )
         trusted = path.resolve().parent == MODELS_DIR  # shipped inside the package, verified at build time
-        return _load_tflite(path, labels, num_threads, backend, trusted)
+        return _load_tflite(path, labels, preprocess, num_threads, backend, trusted)
     if path.suffix.lower() == ".keras":
         return _load_keras_file(path, labels, preprocess)
     raise ModelError(
@@ -141,12 +138,20 @@ def _sniff_tflite(path: Path, is_tflite) -> bool:
         return False
 
 
-def _load_tflite(path: Path, labels, num_threads, backend, trusted) -> TFLitePredictor:
+def _load_tflite(path: Path, labels, preprocess, num_threads, backend, trusted) -> TFLitePredictor:
     from edgevision.edge_runtime.classifier import Classifier
 
-    label_list = load_labels(labels) if labels is not None else None
-    classifier = Classifier(str(path), num_threads=num_threads, backend=backend, labels=label_list, trusted=trusted)
-    return TFLitePredictor(classifier=classifier, path=path)
+    classifier = Classifier(str(path), num_threads=num_threads, backend=backend, labels=labels, trusted=trusted,
+                            preprocess=preprocess)
+    notes = []
+    if classifier.preprocess_source == "inferred":
+        p = classifier.preprocess
+        notes.append(
+            f"{path.name} carries no edgevision metadata: preprocessing inferred from its input tensor "
+            f"({p.input_size[0]}x{p.input_size[1]} {p.color_order}, mean {p.mean[0]:g}, std {p.std[0]:g}); "
+            "pass --preprocess FILE.json if that is wrong"
+        )
+    return TFLitePredictor(classifier=classifier, path=path, notes=notes)
 
 
 def _load_run_dir(path: Path, labels, preprocess) -> KerasPredictor:
