@@ -36,6 +36,8 @@ def _progress(quiet: bool):
 @click.option("--e2e-frames", default=200, show_default=True, type=int, help="Frames to process with --e2e.")
 @click.option("--eval", "eval_dir", metavar="DIR",
               help="Labelled images (one subfolder per class, named like the model's labels): adds top-1 accuracy.")
+@click.option("--labels", "labels", metavar="FILE",
+              help="Labels file for --eval/--e2e when the model carries none (third-party models).")
 @click.option("--eval-limit", type=int, metavar="N", help="At most N images per class for --eval.")
 @click.option("--compare-tf", is_flag=True,
               help="Also time the Keras model (given as a MODEL, or found from the .tflite) with predict() and a "
@@ -58,7 +60,8 @@ def _progress(quiet: bool):
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 def bench(models: Sequence[str], threads: str, warmup: int, runs: int, backend: str, json_out: Optional[str],
           csv_out: Optional[str], md_out: Optional[str], plot_out: Optional[str], e2e_source: Optional[str],
-          e2e_frames: int, eval_dir: Optional[str], eval_limit: Optional[int], compare_tf: bool, remotes,
+          e2e_frames: int, eval_dir: Optional[str], labels: Optional[str], eval_limit: Optional[int],
+          compare_tf: bool, remotes,
           also_local: bool, remote_command: str, ssh_port: Optional[int], ssh_identity: Optional[str],
           ssh_options, trusted: bool, timeout_s: float, no_overhead_check: bool, quiet: bool) -> None:
     """Measure load time, latency (mean/p50/p90/p99/min/max/std), throughput and peak memory of .tflite models.
@@ -86,6 +89,7 @@ def bench(models: Sequence[str], threads: str, warmup: int, runs: int, backend: 
         threads=parse_threads(threads), warmup=warmup, runs=runs, backend=backend,
         compare_bare=not no_overhead_check, timeout_s=timeout_s, e2e_source=e2e_source, e2e_frames=e2e_frames,
         eval_dir=eval_dir, eval_limit=eval_limit, compare_tf=compare_tf, trusted=trusted,
+        labels=_existing_file(labels, "--labels"),
     )
     _check_outputs(plot_out)
     progress = _progress(quiet)
@@ -133,6 +137,16 @@ def bench(models: Sequence[str], threads: str, warmup: int, runs: int, backend: 
             f"{len(failed)} of {len(data['results'])} measurements failed (first: {failed[0]['model']}: "
             f"{failed[0]['error']}); the others are reported above"
         )
+
+
+def _existing_file(path: Optional[str], option: str) -> Optional[str]:
+    from pathlib import Path
+
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise UsageError(f"{option} {path}: no such file")
+    return str(Path(path).resolve())
 
 
 def _check_outputs(plot_out: Optional[str]) -> None:

@@ -24,7 +24,7 @@ def e2e_task(task: Dict[str, Any]) -> Dict[str, Any]:
 
     stage("load")
     clf = Classifier(task["model"], num_threads=task.get("threads"), backend=task.get("backend", "auto"),
-                     trusted=bool(task.get("trusted")))
+                     trusted=bool(task.get("trusted")), labels=task.get("labels"))
     settings = PipelineSettings(top_k=E2E_TOP_K, draw=True, max_frames=int(task["max_frames"]),
                                 warmup_frames=int(task.get("warmup", 1)))
     stage("e2e")

@@ -111,6 +111,6 @@ def evaluate_task(task: Dict[str, Any]) -> Dict[str, Any]:
 
     stage("load")
     clf = Classifier(task["model"], num_threads=task.get("threads"), backend=task.get("backend", "auto"),
-                     trusted=bool(task.get("trusted")))
+                     trusted=bool(task.get("trusted")), labels=task.get("labels"))
     stage("eval")
     return evaluate_folder(clf, task["dir"], limit=task.get("limit")).to_dict()

@@ -112,7 +112,8 @@ def _ssh_reason(stderr: str, returncode: int) -> str:
     return reason
 
 
-def bench_arguments(settings, remote_models: Sequence[str], e2e: Optional[str], eval_dir: Optional[str]) -> List[str]:
+def bench_arguments(settings, remote_models: Sequence[str], e2e: Optional[str], eval_dir: Optional[str],
+                    labels: Optional[str] = None) -> List[str]:
     """The `edgevision bench` arguments the device runs: the same settings, JSON on stdout, no progress."""
     args = ["bench", "--json", "-", "--threads", ",".join(map(str, settings.threads)),
             "--warmup", str(settings.warmup), "--runs", str(settings.runs), "--backend", settings.backend,
@@ -127,7 +128,9 @@ def bench_arguments(settings, remote_models: Sequence[str], e2e: Optional[str], 
         args += ["--eval", eval_dir]
         if settings.eval_limit:
             args += ["--eval-limit", str(settings.eval_limit)]
-    return args + list(remote_models)
+    if labels is not None:
+        args += ["--labels", labels]
+    return args + ["--"] + list(remote_models)
 
 
 def run_remote(target: str, specs, settings, ssh: RemoteSettings, progress: Optional[Callable[[str], None]] = None):
@@ -157,7 +160,8 @@ def run_remote(target: str, specs, settings, ssh: RemoteSettings, progress: Opti
                  target, copy_timeout)
         e2e = _copy_optional(target, remote_dir, settings.e2e_source, "e2e", ssh, copy_timeout, say)
         eval_dir = _copy_optional(target, remote_dir, settings.eval_dir, "eval", ssh, copy_timeout, say)
-        args = bench_arguments(settings, [f"{remote_dir}/{n}" for n in names], e2e, eval_dir)
+        labels = _copy_optional(target, remote_dir, settings.labels, "labels", ssh, copy_timeout, say)
+        args = bench_arguments(settings, [f"{remote_dir}/{n}" for n in names], e2e, eval_dir, labels)
         remote_cmd = f"cd {shlex.quote(remote_dir)} && {ssh.command} " + " ".join(shlex.quote(a) for a in args)
         say(f"[{target}] running: {ssh.command} bench ...")
         data = _run_bench(target, ssh_command(target, remote_cmd, ssh), ssh, say, _bench_timeout(specs, settings))
@@ -199,15 +203,24 @@ def _run_bench(target: str, cmd: List[str], ssh: RemoteSettings, say, timeout_s:
             if PROGRESS_LINE.match(line):
                 say(f"[{target}] {line}")
 
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
+    out_chunks: List[str] = []
+
+    def collect():
+        out_chunks.append(proc.stdout.read())  # type: ignore[union-attr]
+
+    # Both pipes drained at once, so neither can fill up and stall the device's process.
+    readers = [threading.Thread(target=pump, daemon=True), threading.Thread(target=collect, daemon=True)]
+    for reader in readers:
+        reader.start()
     try:
-        out, _ = proc.communicate(timeout=timeout_s)
+        proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired as e:
         proc.kill()
-        proc.communicate()
+        proc.wait()
         raise RemoteError(f"{target}: the benchmark did not finish within {timeout_s:g} s") from e
-    reader.join(timeout=5)
+    for reader in readers:
+        reader.join(timeout=10)
+    out = "".join(out_chunks)
     try:
         data = json.loads(out)
     except json.JSONDecodeError:

@@ -51,6 +51,8 @@ class BenchSettings:
     #: At most this many images per class for --eval (None: all).
     eval_limit: Optional[int] = None
     compare_tf: bool = False
+    #: Labels file for --eval/--e2e with third-party models whose labels are not inside the .tflite.
+    labels: Optional[str] = None
     #: Skip the runtime's model verification in the e2e/eval children (the bench child needs none: it is
     #: already a sacrificial process).
     trusted: bool = False
@@ -401,7 +403,7 @@ def _bench_rows(spec: ModelSpec, s: BenchSettings, device: str, step) -> List[Di
 
 def _add_accuracy(spec: ModelSpec, rows: List[Dict[str, Any]], s: BenchSettings, step, notes: List[str]) -> None:
     task = {"kind": "eval", "model": str(spec.path), "dir": str(s.eval_dir), "threads": max(s.threads),
-            "backend": s.backend, "limit": s.eval_limit, "trusted": s.trusted}
+            "backend": s.backend, "limit": s.eval_limit, "trusted": s.trusted, "labels": s.labels}
     outcome = run_child(task, s.timeout_s * 4)
     if not outcome.ok:
         step(f"{spec.label} eval: error: {outcome.error}")
@@ -422,7 +424,8 @@ def _add_accuracy(spec: ModelSpec, rows: List[Dict[str, Any]], s: BenchSettings,
 
 def _add_e2e(spec: ModelSpec, row: Dict[str, Any], s: BenchSettings, step) -> None:
     task = {"kind": "e2e", "model": str(spec.path), "source": s.e2e_source, "threads": row["threads"],
-            "backend": s.backend, "max_frames": s.e2e_frames, "warmup": min(s.warmup, 10), "trusted": s.trusted}
+            "backend": s.backend, "max_frames": s.e2e_frames, "warmup": min(s.warmup, 10), "trusted": s.trusted,
+            "labels": s.labels}
     outcome = run_child(task, s.timeout_s)
     if not outcome.ok:
         step(f"{spec.label} threads={row['threads']} e2e: error: {outcome.error}")

@@ -1,0 +1,93 @@
+"""`edgevision bench --remote` against a real sshd on 127.0.0.1 (throwaway host key and client key)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from _bench_helpers import sshd_unavailable_reason, start_sshd
+from conftest import run_cli
+
+# The "device" is this machine: its edgevision is this venv's, reached by absolute path.
+REMOTE_COMMAND = f"{sys.executable} -m edgevision.cli"
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    reason = sshd_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    proc, ssh = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield ssh
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except Exception:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def models(tiny_tflite):
+    return tiny_tflite
+
+
+def _ssh_args(ssh: dict) -> list:
+    args = ["--ssh-port", str(ssh["port"]), "--ssh-identity", str(ssh["identity"])]
+    for opt in ssh["options"]:
+        args += ["--ssh-option", opt]
+    return args
+
+
+def test_remote_bench_over_real_ssh(sshd, models, tmp_path):
+    # Two local files with the same name must not overwrite each other on the device.
+    other = tmp_path / "copy" / "tiny.tflite"
+    other.parent.mkdir()
+    other.write_bytes(models["tflite"].read_bytes())
+    out = tmp_path / "devices.json"
+    proc = run_cli("bench", models["tflite"], other, "--runs", "5", "--warmup", "1", "--remote", sshd["target"],
+                   "--local", "--remote-command", REMOTE_COMMAND, *_ssh_args(sshd), "--json", out,
+                   "--md", tmp_path / "devices.md")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    target = sshd["target"]
+    local_name = data["machine"]["hostname"]
+    assert set(data["machines"]) == {local_name, target}
+    remote_header = data["machines"][target]
+    assert remote_header["cpu"] and remote_header["interpreters"]["ai-edge-litert"]
+    rows = data["results"]
+    assert sorted(r["device"] for r in rows) == sorted([local_name] * 2 + [target] * 2)
+    remote_rows = [r for r in rows if r["device"] == target]
+    # Names and paths are the local ones; the device's temporary copies are gone afterwards.
+    assert sorted(r["path"] for r in remote_rows) == sorted([str(models["tflite"].resolve()), str(other.resolve())])
+    for r in remote_rows:
+        assert r["error"] is None and r["latency_ms"]["p50"] > 0 and r["runs"] == 5 and r["peak_rss_mb"] > 0
+        assert r["remote_path"] != r["path"] and not Path(r["remote_path"]).exists()
+        assert not Path(r["remote_path"]).parent.exists()
+    assert f"[{target}] [1/2]" in proc.stderr  # the device's progress, forwarded
+    assert f"[{target}] cpu:" in proc.stdout  # both machine headers above the table
+    assert any(line.split()[:2] == ["device", "model"] for line in proc.stdout.splitlines() if line.strip())
+    assert f"**{target}**" in (tmp_path / "devices.md").read_text()
+
+
+def test_remote_without_edgevision_says_how_to_fix(sshd, models):
+    proc = run_cli("bench", models["tflite"], "--runs", "2", "--warmup", "0", "--remote", sshd["target"],
+                   "--remote-command", "/nonexistent/bin/edgevision", *_ssh_args(sshd))
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"error: {sshd['target']}: '/nonexistent/bin/edgevision' was not found on the device")
+    assert "--remote-command" in lines[-1] and "Traceback" not in proc.stderr
+
+
+def test_unreachable_device_is_one_line(models, tmp_path):
+    from _bench_helpers import free_port
+
+    if sshd_unavailable_reason():
+        pytest.skip(sshd_unavailable_reason())
+    proc = run_cli("bench", models["tflite"], "--remote", "nobody@127.0.0.1", "--ssh-port", str(free_port()),
+                   "--ssh-option", f"UserKnownHostsFile={tmp_path / 'kh'}")
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: nobody@127.0.0.1: creating a temporary directory failed") and "ssh" in last
