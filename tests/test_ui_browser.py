@@ -28,8 +28,6 @@ import pytest
 
 from conftest import SHARED
 
-pytestmark = pytest.mark.browser
-
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 #: Every wait is bounded. Generous, because CI has 2 busy cores and the first page load starts Streamlit.
@@ -126,11 +124,16 @@ def models_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(models_dir, tmp_path_factory):
+def browser_available():
+    """Skip (saying what is missing) before anything expensive is built."""
     if not (CHROMIUM and CHROMEDRIVER):
         pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
     pytest.importorskip("selenium", reason="needs selenium (pip install 'edgevision[dev]')")
     pytest.importorskip("streamlit", reason="needs streamlit (pip install 'edgevision[ui]')")
+
+
+@pytest.fixture(scope="module")
+def server(browser_available, models_dir, tmp_path_factory):
     port = free_port()
     args = ["ui", "--host", "127.0.0.1", "--port", str(port), "--models", str(models_dir)]
     args += ["--max-upload-mb", str(MAX_UPLOAD_MB)]
@@ -325,7 +328,46 @@ def assert_serving(server: Server) -> None:
     assert health(server.url) == "ok"
 
 
-# --- tests ---------------------------------------------------------------------------------------
+# --- tests: the command line (no browser needed) -------------------------------------------------
+def test_ui_command_imports_neither_streamlit_nor_tensorflow():
+    code = (
+        "import sys, edgevision.cli, edgevision.ui.cli, edgevision.ui.server, edgevision.ui.settings; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'streamlit', 'tensorflow', 'keras', 'cv2'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_ui_command_refuses_bad_arguments_in_one_line(cli, tmp_path):
+    missing = cli("ui", "--models", tmp_path / "nowhere")
+    assert missing.returncode == 2 and "no such folder" in missing.stderr, missing.stderr
+
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"TFL3")
+    unpaired = cli("ui", "--reference", model, "--reference-labels", tmp_path / "a.txt", "--reference-labels", tmp_path / "b.txt")
+    assert unpaired.returncode == 2 and "one labels file per --reference" in unpaired.stderr, unpaired.stderr
+
+    no_model = cli("ui", "--reference", tmp_path / "absent.tflite")
+    assert no_model.returncode != 0 and "does not exist" in no_model.stderr, no_model.stderr
+
+    for result in (missing, unpaired, no_model):
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_ui_command_says_when_the_port_is_taken(cli, tmp_path):
+    pytest.importorskip("streamlit", reason="needs streamlit (pip install 'edgevision[ui]')")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = cli("ui", "--port", port, "--models", tmp_path, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "--port" in result.stderr
+
+
+# --- tests: the page in a browser ----------------------------------------------------------------
+@pytest.mark.browser
 @pytest.mark.shared
 def test_reference_model_says_egyptian_cat(server, browser, tmp_path):
     if not (REFERENCE.is_file() and CAT.is_file()):
@@ -344,6 +386,7 @@ def test_reference_model_says_egyptian_cat(server, browser, tmp_path):
     assert shot.stat().st_size > 10_000
 
 
+@pytest.mark.browser
 def test_switching_model_changes_the_answer(server, browser, tmp_path):
     open_page(browser, server)
     card = select_model(browser, COLORS_NAME)
@@ -356,6 +399,7 @@ def test_switching_model_changes_the_answer(server, browser, tmp_path):
     assert (red, blue) == ("red", "blue"), bars
 
 
+@pytest.mark.browser
 def test_bad_uploads_get_a_message_and_the_server_keeps_serving(server, browser, tmp_path):
     open_page(browser, server)
     select_model(browser, COLORS_NAME)
@@ -389,6 +433,7 @@ def test_bad_uploads_get_a_message_and_the_server_keeps_serving(server, browser,
     assert shot.is_file()
 
 
+@pytest.mark.browser
 def test_camera_picture_is_classified(server, browser, tmp_path):
     """st.camera_input with Chromium's fake camera, whose test pattern is green."""
     from selenium.webdriver.common.by import By

@@ -60,6 +60,8 @@ def streamlit_argv(options: ServerOptions) -> List[str]:
 def check_streamlit() -> None:
     """Fail early and clearly when the ui extra is missing (without importing Streamlit: it is slow)."""
     if importlib.util.find_spec("streamlit") is None:
+        importlib.invalidate_caches()  # a package installed while this process started; look once more
+    if importlib.util.find_spec("streamlit") is None:
         raise DependencyError(
             "the web page needs the Python package 'streamlit', which is not installed; "
             "install it with: pip install 'edgevision[ui]'"
