@@ -65,7 +65,11 @@ def main(argv=None) -> None:
     # TensorFlow's C++ start-up chatter hides our one-line errors; users can still raise the level.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        cli.main(args=argv, prog_name="edgevision", standalone_mode=False)
+        status = cli.main(args=argv, prog_name="edgevision", standalone_mode=False)
+        # Without standalone mode, click returns (rather than exits with) the code of a `ctx.exit(code)` or
+        # `raise click.exceptions.Exit(code)` in a command, e.g. 130 from `classify` after Ctrl-C.
+        if isinstance(status, int) and not isinstance(status, bool) and status != 0:
+            sys.exit(status)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
