@@ -179,6 +179,7 @@ class PipelineSummary:
             "skipped": [{"name": n, "reason": r} for n, r in self.skipped],
             "reconnects": self.reconnects,
             "stop_reason": self.stop_reason,
+            "drawn": self.drawn,
             "stages_ms": {k: v.as_dict() for k, v in self.stages.items()},
         }
 
