@@ -44,6 +44,7 @@ REFERENCE_LABELS = SHARED / "models" / "reference" / "imagenet_labels.txt"
 CAT = SHARED / "images" / "cat.bmp"
 REFERENCE_NAME = REFERENCE.stem
 COLORS_NAME = "colors"
+BROKEN_NAME = "broken"
 
 
 # --- what the test feeds the page ----------------------------------------------------------------
@@ -120,6 +121,8 @@ class Server:
 def models_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("ui-models")
     build_colors_model(folder)
+    # A model file cut short (a failed copy): offered like any other, refused with a message when chosen.
+    (folder / f"{BROKEN_NAME}.tflite").write_bytes((folder / f"{COLORS_NAME}.tflite").read_bytes()[:600])
     return folder
 
 
@@ -270,13 +273,17 @@ def open_page(driver, server: Server) -> None:
     wait(driver, lambda d: texts(d, UPLOAD_INPUT) and texts(d, MODEL_CARD) and idle(d), "the uploader and the model card")
 
 
-def select_model(driver, name: str) -> str:
-    """Click `name` in the sidebar and wait for its card; returns the card's text."""
+def click_model(driver, name: str) -> None:
     from selenium.webdriver.common.by import By
 
     labels = {e.text.splitlines()[0]: e for e in driver.find_elements(By.CSS_SELECTOR, MODEL_RADIO) if e.text}
     assert name in labels, f"model {name!r} is not offered in the sidebar; offered: {sorted(labels)}"
     labels[name].click()
+
+
+def select_model(driver, name: str) -> str:
+    """Click `name` in the sidebar and wait for its card; returns the card's text."""
+    click_model(driver, name)
     wait(driver, lambda d: any(t.startswith(name + "\n") for t in texts(d, MODEL_CARD)) and idle(d), f"the card of {name}")
     return texts(driver, MODEL_CARD)[0]
 
@@ -452,3 +459,18 @@ def test_camera_picture_is_classified(server, browser, tmp_path):
     assert texts(browser, TOP_LABEL)[0] == "green", texts(browser, TOP5_BARS)
     captions = texts(browser, '[data-testid="stCaptionContainer"]')
     assert any(re.fullmatch(r"camera\.jpg · \d+×\d+", t) for t in captions), captions
+
+
+@pytest.mark.browser
+def test_a_broken_model_gets_a_message_and_the_others_still_work(server, browser, tmp_path):
+    open_page(browser, server)
+    click_model(browser, BROKEN_NAME)
+    wait(browser, lambda d: any("Cannot use the model" in t for t in texts(d, ERROR)) and idle(d), "the broken model's message")
+    message = next(t for t in texts(browser, ERROR) if "Cannot use the model" in t)
+    screenshot(browser, tmp_path, "ui-broken-model")
+    assert BROKEN_NAME in message and "Traceback" not in page_text(browser)
+    assert_serving(server)
+
+    select_model(browser, COLORS_NAME)
+    red, _ = answer_for(browser, write_color_png(tmp_path / "red.png", (0, 0, 255)), len(COLORS))
+    assert red == "red"

@@ -271,8 +271,7 @@ def main() -> None:
             file_stamp(entry.path),
         )
     except EdgeVisionError as e:
-        st.sidebar.error(str(e))
-        st.error(f"Cannot use the model **{entry.name}**: {e}", icon=":material/block:")
+        st.error(f"Cannot use the model **{entry.name}**: {e}. Choose another one in the sidebar.", icon=":material/block:")
         return
     show_model_card(entry, loaded)
     main_area(settings, loaded)
