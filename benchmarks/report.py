@@ -47,6 +47,12 @@ def _input(row: Dict[str, Any]) -> str:
     return "x".join(map(str, inp.get("shape", []))) + f" {inp.get('dtype', '')}".rstrip()
 
 
+def _quant(row: Dict[str, Any]) -> str:
+    """'int8', 'int8 qat', 'int8 pruned' (quantization plus training-time optimisations), '-' if unknown."""
+    opts = [o for o in (row.get("optimizations") or []) if isinstance(o, str)]
+    return " ".join([str(row.get("quantization") or "-")] + opts)
+
+
 def _lat(row: Dict[str, Any], key: str) -> Optional[float]:
     lat = row.get("latency_ms") or {}
     return lat.get(key)
@@ -60,7 +66,7 @@ def _columns(rows: Sequence[Dict[str, Any]], multi_device: bool) -> List[Tuple[s
         ("model", lambda r: str(r.get("model"))),
         ("thr", lambda r: str(r.get("threads"))),
         ("backend", lambda r: str(r.get("backend") or "-")),
-        ("quant", lambda r: str(r.get("quantization") or "-")),
+        ("quant", _quant),
         ("size", lambda r: _size(r.get("bytes"))),
         ("input", _input),
         ("load ms", lambda r: _num(r.get("load_ms"), ".1f")),

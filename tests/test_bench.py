@@ -307,3 +307,55 @@ def test_compare_tf_times_keras_beside_the_tflite(tiny):
         assert r["model"] == "tiny.tflite (Keras)" and r["path"] == str(tiny["keras"].resolve())
         assert r["backend_version"].startswith("tensorflow ")
         assert r["latency_ms"]["p50"] > 0 and r["runs"] == 5 and r["peak_rss_mb"] > 0
+
+
+def test_peak_memory_is_the_childs_own_not_the_parents(tiny):
+    """ru_maxrss survives exec, so a child of a big parent used to report the parent's peak."""
+    import tensorflow  # noqa: F401  (makes this pytest process big, as a parent that imported TF/OpenCV is)
+
+    from edgevision.benchmarks.harness import current_rss_mb
+    from edgevision.benchmarks.runner import run_child
+
+    parent = current_rss_mb()
+    outcome = run_child({"kind": "bench", "model": str(tiny["tflite"]), "threads": 1, "runs": 3, "warmup": 1},
+                        timeout_s=120)
+    assert outcome.ok, outcome.error
+    child_peak = outcome.result["peak_rss_mb"]
+    assert parent > 200, parent  # TensorFlow is in this process
+    assert 0 < child_peak < parent / 2, (child_peak, parent)
+
+
+# --- the published suites ---------------------------------------------------------------------------
+def test_suite_runner_writes_markdown_and_says_what_is_missing(tiny, tmp_path):
+    import shutil
+
+    suite = tmp_path / "variants"
+    suite.mkdir()
+    shutil.copy(tiny["tflite"], suite / "tiny-float32.tflite")
+    shutil.copy(tiny["labels"], suite / "labels.txt")
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgevision.benchmarks.run", "--no-bundled", "--suite", f"tiny={suite}",
+         "--suite", f"absent={tmp_path / 'nothing'}", "--out", out, "--runs", "5", "--warmup", "1",
+         "--threads", "1", "--e2e-frames", "8"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "suite absent: 0 model(s)" in proc.stderr and "does not exist" in proc.stderr
+    md = (out / "tiny.md").read_text()
+    assert md.startswith("# edgevision benchmark: tiny") and "- cpu: " in md and "- os: " in md
+    assert "| tiny-float32.tflite | 1 |" in md
+    assert "no edgevision metadata" in md  # it says what it cannot check
+    assert "frames/s" in md and "e2e-clip" not in md.split("Notes:")[0]
+    data = json.loads((out / "tiny.json").read_text())
+    (row,) = data["results"]
+    assert row["e2e"]["frames"] == 8 and row["runs"] == 5
+    assert (out / "tiny.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (out / "absent.md").exists()
+
+
+def test_suite_runner_with_nothing_to_run_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "edgevision.benchmarks.run", "--no-bundled", "--suite",
+                           f"x={tmp_path}"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: no models to benchmark")
