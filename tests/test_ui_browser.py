@@ -145,7 +145,8 @@ def server(browser_available, models_dir, tmp_path_factory):
     log = tmp_path_factory.mktemp("ui-server") / "server.log"
     env = {**os.environ, "EDGEVISION_DEBUG": ""}
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "edgevision.cli", *args], stdout=out, stderr=subprocess.STDOUT, env=env)
+        command = [sys.executable, "-m", "edgevision.cli", *args]
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     server = Server(proc, f"http://127.0.0.1:{port}", log)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -163,7 +164,7 @@ def server(browser_available, models_dir, tmp_path_factory):
         yield server
     finally:
         stopped_cleanly = stop(proc)
-    assert stopped_cleanly, f"`edgevision ui` did not stop cleanly on SIGTERM (status {proc.returncode}):\n{server.log_text()}"
+    assert stopped_cleanly, f"`edgevision ui` did not stop cleanly on SIGTERM ({proc.returncode}):\n{server.log_text()}"
 
 
 def stop(proc: subprocess.Popen) -> bool:
@@ -234,12 +235,13 @@ def wait(driver, condition, what: str, timeout: float = UI_TIMEOUT_S):
     from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    # Streamlit re-renders elements under the finder's feet: a stale element just means "look again".
+    waiter = WebDriverWait(driver, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,))
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)).until(
-            condition
-        )
+        return waiter.until(condition)
     except TimeoutException:
-        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; page text:\n{page_text(driver)}") from None
+        page = page_text(driver)
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; page text:\n{page}") from None
 
 
 def page_text(driver) -> str:
@@ -270,7 +272,10 @@ def idle(driver) -> bool:
 
 def open_page(driver, server: Server) -> None:
     driver.get(server.url)
-    wait(driver, lambda d: texts(d, UPLOAD_INPUT) and texts(d, MODEL_CARD) and idle(d), "the uploader and the model card")
+    def ready(d):
+        return texts(d, UPLOAD_INPUT) and texts(d, MODEL_CARD) and idle(d)
+
+    wait(driver, ready, "the uploader and the model card")
 
 
 def click_model(driver, name: str) -> None:
@@ -284,7 +289,10 @@ def click_model(driver, name: str) -> None:
 def select_model(driver, name: str) -> str:
     """Click `name` in the sidebar and wait for its card; returns the card's text."""
     click_model(driver, name)
-    wait(driver, lambda d: any(t.startswith(name + "\n") for t in texts(d, MODEL_CARD)) and idle(d), f"the card of {name}")
+    def shown(d):
+        return any(t.startswith(name + "\n") for t in texts(d, MODEL_CARD)) and idle(d)
+
+    wait(driver, shown, f"the card of {name}")
     return texts(driver, MODEL_CARD)[0]
 
 
@@ -319,7 +327,10 @@ def choose_source(driver, source: str) -> None:
 
 def error_for(driver, path: Path, expected: str) -> str:
     upload(driver, path)
-    wait(driver, lambda d: any(path.name in t and expected in t for t in texts(d, ERROR)) and idle(d), f"the error for {path.name}")
+    def shown(d):
+        return any(path.name in t and expected in t for t in texts(d, ERROR)) and idle(d)
+
+    wait(driver, shown, f"the error for {path.name}")
     return next(t for t in texts(driver, ERROR) if path.name in t)
 
 
@@ -352,7 +363,8 @@ def test_ui_command_refuses_bad_arguments_in_one_line(cli, tmp_path):
 
     model = tmp_path / "m.tflite"
     model.write_bytes(b"TFL3")
-    unpaired = cli("ui", "--reference", model, "--reference-labels", tmp_path / "a.txt", "--reference-labels", tmp_path / "b.txt")
+    two_labels = ["--reference-labels", tmp_path / "a.txt", "--reference-labels", tmp_path / "b.txt"]
+    unpaired = cli("ui", "--reference", model, *two_labels)
     assert unpaired.returncode == 2 and "one labels file per --reference" in unpaired.stderr, unpaired.stderr
 
     no_model = cli("ui", "--reference", tmp_path / "absent.tflite")
@@ -449,8 +461,10 @@ def test_camera_picture_is_classified(server, browser, tmp_path):
     select_model(browser, COLORS_NAME)
     choose_source(browser, "Camera")
     # The button is enabled once the (fake) camera streams.
-    button = wait(browser, lambda d: next((b for b in d.find_elements(By.CSS_SELECTOR, TAKE_PHOTO) if b.is_enabled()), None),
-                  "the camera's Take Photo button")
+    def enabled(d):
+        return next((b for b in d.find_elements(By.CSS_SELECTOR, TAKE_PHOTO) if b.is_enabled()), None)
+
+    button = wait(browser, enabled, "the camera's Take Photo button")
     time.sleep(0.5)  # let a few frames through so the picture is not the first, still black, one
     button.click()
     wait(browser, lambda d: len(texts(d, TOP5_BARS)) == len(COLORS) and texts(d, METRIC) and idle(d),
@@ -465,7 +479,10 @@ def test_camera_picture_is_classified(server, browser, tmp_path):
 def test_a_broken_model_gets_a_message_and_the_others_still_work(server, browser, tmp_path):
     open_page(browser, server)
     click_model(browser, BROKEN_NAME)
-    wait(browser, lambda d: any("Cannot use the model" in t for t in texts(d, ERROR)) and idle(d), "the broken model's message")
+    def refused(d):
+        return any("Cannot use the model" in t for t in texts(d, ERROR)) and idle(d)
+
+    wait(browser, refused, "the broken model's message")
     message = next(t for t in texts(browser, ERROR) if "Cannot use the model" in t)
     screenshot(browser, tmp_path, "ui-broken-model")
     assert BROKEN_NAME in message and "Traceback" not in page_text(browser)

@@ -80,7 +80,8 @@ def ui(models_dirs, references, reference_labels, host, port, threads, max_uploa
             "no models to offer: this installation has no bundled models and no --reference or --models were "
             "given; pass --reference MODEL.tflite or --models DIR"
         )
-    options = server.ServerOptions(settings=settings, host=host, port=port, debug=bool(os.environ.get("EDGEVISION_DEBUG")))
+    debug = bool(os.environ.get("EDGEVISION_DEBUG"))
+    options = server.ServerOptions(settings=settings, host=host, port=port, debug=debug)
 
     def announce(url):
         models = offered or f"none yet; drop .tflite files into {', '.join(settings.models_dirs)}"
