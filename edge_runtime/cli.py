@@ -8,6 +8,7 @@ so `edgevision --help` stays fast; nothing here ever imports TensorFlow.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -107,8 +108,6 @@ def _warn(message: str) -> None:
 
 def _quiet_opencv() -> None:
     """OpenCV's own warnings ("can't open camera by index") would repeat our one-line errors."""
-    import os
-
     import cv2
 
     if not os.environ.get("EDGEVISION_DEBUG"):
@@ -170,6 +169,10 @@ def _run(classifier, source, settings, signals: _StopOnSignal, show: bool, print
                     break
         except SourceError as e:  # a live source lost for good: finish everything, then report it
             lost = e
+        except BrokenPipeError:
+            # `edgevision classify ... | head -5`: the reader has what it wanted. Stop like `q`, and point
+            # stdout at /dev/null so that the interpreter's last flush does not fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
         run.close()
         saved = sink.close() if sink is not None else None

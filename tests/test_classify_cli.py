@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import textwrap
 
@@ -130,6 +131,30 @@ def test_bad_source_and_options_are_usage_errors(tmp_path, tiny_tflite):
     garbage.write_bytes(os.urandom(2048))
     result = run_cli("classify", "-m", tiny_tflite["tflite"], "-s", garbage, timeout=60)
     assert result.returncode == 2 and result.stderr.startswith("error: cannot read the video file")
+
+
+def test_reader_leaving_the_pipe_early_is_not_an_error(tmp_path, tiny_tflite):
+    """`edgevision classify ... | head -1`: exit 0, summary on stderr, no BrokenPipeError noise."""
+    import subprocess
+
+    from _camera_helpers import classify_cmd, cli_env
+
+    video = write_video(tmp_path / "long.avi", gradient_frames(600))
+    proc = subprocess.Popen(classify_cmd("-m", tiny_tflite["tflite"], "-s", video), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=cli_env())
+    try:
+        first = json.loads(proc.stdout.readline())
+        proc.stdout.close()  # like `head -1`
+        stderr = proc.stderr.read()
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert first["frame"] == 0
+    assert rc == 0, stderr
+    assert "Broken pipe" not in stderr and "Traceback" not in stderr
+    classified = int(re.search(r"classified (\d+) frames", stderr).group(1))
+    assert classified < 600, "the run should have stopped when its reader left"
 
 
 # --- live streams ---------------------------------------------------------------------------------
