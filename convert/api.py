@@ -92,7 +92,8 @@ def run_conversion(source, variants: Sequence[Variant], options: ConvertOptions,
     names = [v.name(options.optimizations) for v in variants]
 
     # --- the data: calibration, evaluation, fine-tuning ------------------------------------------------
-    needs_calibration = any(v.quant in FULL_INTEGER and not (v.optimized and options.optimizations.qat) for v in variants)
+    # QAT models carry their own ranges, but TFLite still wants a representative dataset for integer I/O.
+    needs_calibration = any(v.quant in FULL_INTEGER for v in variants)
     calib = None
     if needs_calibration or options.calib_dir is not None:
         calib = _calibration_set(src, options)
@@ -116,12 +117,11 @@ def run_conversion(source, variants: Sequence[Variant], options: ConvertOptions,
     calib_inputs = calib.inputs(src.preprocess) if calib is not None else None
     results: List[ConversionResult] = []
 
-    def convert_one(variant: Variant, converter_source, name: str, quantization_aware: bool = False) -> None:
+    def convert_one(variant: Variant, converter_source, name: str) -> None:
         io = options.io_for(variant.quant)
         say(f"converting {name}")
         start = time.perf_counter()
-        model = quantize.convert(converter_source, variant.quant, io[0], calib_inputs, options.allow_tf_ops,
-                                 quantization_aware=quantization_aware)
+        model = quantize.convert(converter_source, variant.quant, io[0], calib_inputs, options.allow_tf_ops)
         seconds = time.perf_counter() - start
         results.append(_finish(src, variant, name, model, seconds, options, eval_set, reference, report))
 
@@ -144,7 +144,7 @@ def run_conversion(source, variants: Sequence[Variant], options: ConvertOptions,
         report.optimize_seconds = time.perf_counter() - start
         report.warnings.extend(tuned.notes)
         for variant, name in optimized:
-            convert_one(variant, tuned.model, name, quantization_aware=options.optimizations.qat)
+            convert_one(variant, tuned.model, name)
 
     report.variants = results
     _write_outputs(report, results, [targets[n] for n in names], src.labels, report_path)

@@ -10,6 +10,7 @@ import contextlib
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -55,7 +56,7 @@ _TF_TYPES = {"int8": "int8", "uint8": "uint8", FLOAT32: "float32"}
 
 
 def configure(converter, quant: str, io: str = "int8", calibration: Optional[np.ndarray] = None,
-              allow_tf_ops: bool = False, quantization_aware: bool = False) -> None:
+              allow_tf_ops: bool = False) -> None:
     """Apply the settings for `quant` to a TFLiteConverter."""
     import tensorflow as tf
 
@@ -70,7 +71,7 @@ def configure(converter, quant: str, io: str = "int8", calibration: Optional[np.
     elif quant == DYNAMIC:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]  # no representative dataset: weights only
     else:
-        if calibration is None and not quantization_aware:
+        if calibration is None:
             raise DataError(
                 f"{quant} quantization needs calibration images to measure activation ranges: pass --calib DIR "
                 "(a folder of typical input images) or convert a run directory whose training data is available"
@@ -94,12 +95,16 @@ def configure(converter, quant: str, io: str = "int8", calibration: Optional[np.
 
 
 def convert(source, quant: str, io: str = "int8", calibration: Optional[np.ndarray] = None,
-            allow_tf_ops: bool = False, quantization_aware: bool = False) -> bytes:
+            allow_tf_ops: bool = False) -> bytes:
     """Convert a SavedModel directory or a tf_keras model to TFLite bytes; ConversionError on failure."""
     converter = _converter(source)
-    configure(converter, quant, io, calibration, allow_tf_ops, quantization_aware)
+    configure(converter, quant, io, calibration, allow_tf_ops)
     try:
-        return bytes(converter.convert())
+        with warnings.catch_warnings():
+            # Converting a QAT model with integer I/O warns that input statistics "were expected": the
+            # representative dataset supplies them; the warning is noise for our users.
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+            return bytes(converter.convert())
     except Exception as e:  # ConverterError, RuntimeError, ValueError: all mean "cannot convert as asked"
         raise conversion_error(e, quant, allow_tf_ops) from e
 
