@@ -101,6 +101,30 @@ def dequantize(raw: np.ndarray, params: Optional[QuantParams]) -> np.ndarray:
     return (raw.astype(np.float32) - np.float32(params.zero_point)) * np.float32(params.scale)
 
 
+@dataclass(frozen=True)
+class OutputDecoder:
+    """Raw output tensor -> float32 real values; 8-bit outputs through a 256-entry table (one pass).
+
+    The table holds exactly what `dequantize` computes (same float32 arithmetic); it exists because after
+    a large model has run, every extra numpy call costs cache misses: one lookup beats three operations.
+    """
+
+    params: Optional[QuantParams]
+    table: Optional[np.ndarray] = None  # float32 (256,), indexed by the raw byte
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        if self.table is not None:
+            return self.table[raw.view(np.uint8)]
+        return dequantize(raw, self.params)
+
+
+def output_decoder(params: Optional[QuantParams]) -> OutputDecoder:
+    if params is None or params.dtype not in (np.int8, np.uint8):
+        return OutputDecoder(params)
+    codes = np.arange(PIXEL_LEVELS, dtype=np.uint8).view(params.dtype)  # byte b -> the value it encodes
+    return OutputDecoder(params, table=dequantize(codes, params))
+
+
 def pixel_table(config: PreprocessConfig, params: QuantParams, channels: int = 3) -> np.ndarray:
     """(256, channels) table: input value for each uint8 pixel value, per channel.
 

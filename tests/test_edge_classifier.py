@@ -21,7 +21,7 @@ from edgevision.edge_runtime.images import read_image
 from edgevision.edge_runtime.interpreter import make_interpreter
 from edgevision.edge_runtime.preprocess import PreprocessConfig, normalize, prepare_pixels
 from edgevision.edge_runtime.quantization import dequantize, quantize, tensor_quantization
-from edgevision.errors import DependencyError, ImageError, LabelsError, ModelError, UsageError
+from edgevision.errors import DependencyError, ImageError, LabelsError, UsageError
 
 PHOTOS = ("cat.bmp", "grace_hopper.bmp", "cat_720p.jpg")
 
@@ -142,7 +142,10 @@ def test_each_input_type_matches_the_textbook_route(models, photos, name):
         expected = textbook_scores(clf.model_path, image, clf.preprocess)
         # float and table paths are exact; the uint8 copy / int8 XOR fast paths may differ by one input step.
         atol = 1e-6 if name in ("float", "int16x8") else 0.05
-        np.testing.assert_allclose(clf.scores(image), expected, atol=atol)
+        scores = clf.scores(image)
+        np.testing.assert_allclose(scores, expected, atol=atol)
+        # classify ranks the raw outputs and decodes only the winners: the same answer as the long way.
+        assert clf.classify(image, top_k=3) == clf.top_k(scores, 3)
 
 
 @pytest.mark.parametrize("name", ["int8", "uint8", "int16x8"])
@@ -161,12 +164,16 @@ def test_quantized_models_agree_with_the_float_model_on_real_photos(models, phot
 
 def test_logits_get_a_softmax(models, photos):
     probs, logits = Classifier(models["float"]), Classifier(models["logits"])
-    assert logits.output_kind == "auto"
+    assert logits.output_kind == probs.output_kind == "auto"  # no metadata, float outputs: look at one
     raw = logits.invoke(logits.prepare(photos[0]))
     assert raw.min() < 0 or raw.max() > 1 or abs(raw.sum() - 1) > 0.01  # really logits
     for image in photos[:5]:
         np.testing.assert_allclose(logits.scores(image), probs.scores(image), atol=1e-5)
         assert abs(float(logits.scores(image).sum()) - 1) < 1e-5
+        ranked_l, ranked_p = logits.classify(image, top_k=5), probs.classify(image, top_k=5)
+        assert [c.index for c in ranked_l] == [c.index for c in ranked_p]
+        np.testing.assert_allclose([c.score for c in ranked_l], [c.score for c in ranked_p], atol=1e-5)
+    assert (logits.output_kind, probs.output_kind) == ("logits", "probabilities")
 
 
 def test_metadata_supplies_labels_and_preprocessing(models, photos):
@@ -232,7 +239,7 @@ def test_image_inputs_of_every_kind(models, photos, tmp_path):
     for bad in (np.zeros((0, 5, 3), np.uint8), np.zeros((4, 4, 2), np.uint8), np.zeros(10, np.uint8), [1, 2, 3]):
         with pytest.raises(ImageError):
             clf.classify(bad)
-    with pytest.raises(UsageError, match="color_order"):
+    with pytest.raises(UsageError, match="color.order must be one of"):
         clf.classify(image, color_order="HSV")
     with pytest.raises(UsageError, match=r"input tensor has shape \(1, 8, 8, 3\)"):
         clf.invoke(np.zeros((1, 8, 8, 3), np.float32))

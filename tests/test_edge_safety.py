@@ -7,7 +7,6 @@ child processes (the verifier itself, and processes that really segfault or hang
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import sys
