@@ -28,7 +28,7 @@ import numpy as np
 from edgevision.edge_runtime.capture import LiveSettings
 from edgevision.edge_runtime.overlay import OverlayStats, draw_overlay
 from edgevision.edge_runtime.smoothing import ScoreSmoother
-from edgevision.edge_runtime.sources import FrameSource, SourceLike, open_source
+from edgevision.edge_runtime.sources import FrameSource, open_source
 from edgevision.errors import SourceError, UsageError
 
 NS_PER_MS = 1_000_000

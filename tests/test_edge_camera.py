@@ -316,3 +316,23 @@ def test_video_sink_without_frames_writes_nothing(tmp_path):
     sink = VideoSink(tmp_path / "none.mp4", fps=10)
     assert sink.close() is None
     assert list(tmp_path.iterdir()) == []
+
+
+# --- display detection ----------------------------------------------------------------------------
+def test_no_window_without_a_display_or_without_opencv_gui(monkeypatch):
+    """opencv-python-headless has no GUI backend: classify must fall back to headless, not crash in imshow."""
+    import sys
+
+    from edgevision.edge_runtime.display import display_available, opencv_has_gui
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    if sys.platform.startswith("linux"):
+        assert display_available() is False
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert display_available() == opencv_has_gui()
+    if not opencv_has_gui():  # the headless build really cannot show a window
+        import cv2
+
+        with pytest.raises(cv2.error):
+            cv2.imshow("edgevision-test", np.zeros((8, 8, 3), np.uint8))
