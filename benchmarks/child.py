@@ -90,6 +90,23 @@ def _model_facts(data: bytes) -> Dict[str, Any]:
     }
 
 
+def _quantization_from_tensors(interp) -> str:
+    """For a model without edgevision metadata: its quantization as the tensors show it."""
+    import numpy as np
+
+    inp = np.dtype(interp.get_input_details()[0]["dtype"]).name
+    if inp in ("int8", "uint8"):
+        return inp
+    if inp == "int16":
+        return "int16x8"
+    types = {np.dtype(d["dtype"]).name for d in interp.get_tensor_details()}
+    if "float16" in types:
+        return "float16"
+    if types & {"int8", "uint8"}:
+        return "int8 weights"  # dynamic range, or full int8 behind float input/output
+    return "float32"
+
+
 # --- tasks ----------------------------------------------------------------------------------------
 def bench_task(task: Dict[str, Any]) -> Dict[str, Any]:
     """Load time, latency distribution, harness overhead and peak memory of one model at one thread count."""
@@ -115,6 +132,9 @@ def bench_task(task: Dict[str, Any]) -> Dict[str, Any]:
         {"name": d["name"], "shape": [int(x) for x in d["shape"]], "dtype": _dtype_name(d["dtype"])}
         for d in interp.get_output_details()
     ]
+    facts = _model_facts(data)
+    if not facts["quantization"]:
+        facts["quantization"] = _quantization_from_tensors(interp)
     return {
         "backend": backend,
         "backend_version": backend_version(backend),
@@ -130,7 +150,7 @@ def bench_task(task: Dict[str, Any]) -> Dict[str, Any]:
         "baseline_rss_mb": baseline,
         "input": inputs[0] if len(inputs) == 1 else inputs,
         "output": outputs[0] if len(outputs) == 1 else outputs,
-        **_model_facts(data),
+        **facts,
     }
 
 

@@ -137,6 +137,22 @@ def _e2e_lines(rows: Sequence[Dict[str, Any]]) -> List[str]:
     return out
 
 
+def harness_line(rows: Sequence[Dict[str, Any]]) -> Optional[str]:
+    """What the harness cost: its per-call clock cost against the fastest model, and the measured ratios."""
+    timed = [r for r in rows if not r.get("error") and r.get("timer_ns") and _lat(r, "mean")]
+    if not timed:
+        return None
+    worst = max(timed, key=lambda r: r["timer_ns"] / (_lat(r, "mean") * 1e6))
+    share = worst["timer_ns"] / (_lat(worst, "mean") * 1e6) * 100
+    line = (f"harness: {worst['timer_ns']:.0f} ns of clock reads per timed call, {share:.3f} % of the fastest "
+            "mean latency")
+    ratios = [r["harness_overhead"] for r in timed if r.get("harness_overhead")]
+    if ratios:
+        line += (f"; timed/bare loop ratio {min(ratios):.3f}..{max(ratios):.3f} (spread around 1.000 is the "
+                 "machine's noise, see the load average)")
+    return line
+
+
 def format_report(report: Dict[str, Any]) -> str:
     """Header, table and notes: what `edgevision bench` prints."""
     from edgevision.benchmarks.machine import header_lines
@@ -153,6 +169,9 @@ def format_report(report: Dict[str, Any]) -> str:
                  "times in ms; overhead = harness loop / bare invoke() loop")
     lines.append("")
     lines.append(format_table(report))
+    harness = harness_line(report.get("results", []))
+    if harness:
+        lines.append(harness)
     for note in report.get("notes") or []:
         lines.append(f"note: {note}")
     return "\n".join(lines)
@@ -238,6 +257,9 @@ def to_markdown(report: Dict[str, Any], title: str = "edgevision benchmark", com
         lines.append("|" + "|".join("---" if i < 6 else "---:" for i in range(len(cols))) + "|")
         for r in ok:
             lines.append("| " + " | ".join(_md_escape(fn(r)) for _, fn in cols) + " |")
+        harness = harness_line(rows)
+        if harness:
+            lines += ["", harness[0].upper() + harness[1:] + "."]
     else:
         lines.append("No successful measurements.")
     errors = [r for r in rows if r.get("error")]
