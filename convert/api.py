@@ -77,7 +77,7 @@ def run_conversion(source, variants: Sequence[Variant], options: ConvertOptions,
                    report_path=None, progress: Progress = None) -> ConversionReport:
     """Convert `source` into each of `variants`; write them (to `out`, or `out_dir`) only if all succeed."""
     from edgevision.convert import calibration, evaluate, quantize
-    from edgevision.convert.loading import load_source
+    from edgevision.convert.loading import load_model, open_source
 
     say = progress or (lambda message: None)
     if not variants:
@@ -86,10 +86,9 @@ def run_conversion(source, variants: Sequence[Variant], options: ConvertOptions,
     if report_path is not None and Path(report_path).suffix.lower() != ".json":
         raise UsageError(f"--report takes a .json file name, got {report_path}")
 
-    say(f"loading {source}")
-    src = load_source(source, labels=options.labels, preprocess=options.preprocess, unsafe_load=options.unsafe_load)
-    report = ConversionReport(source=_describe_source(src), variants=[])
+    src = open_source(source, labels=options.labels, preprocess=options.preprocess, unsafe_load=options.unsafe_load)
     names = [v.name(options.optimizations) for v in variants]
+    report = ConversionReport(source={}, variants=[])
 
     # --- the data: calibration, evaluation, fine-tuning ------------------------------------------------
     # QAT models carry their own ranges, but TFLite still wants a representative dataset for integer I/O.
@@ -99,6 +98,16 @@ def run_conversion(source, variants: Sequence[Variant], options: ConvertOptions,
         calib = _calibration_set(src, options)
         report.calibration = calib.describe()
         _warn_skipped(report, calib, "calibration")
+    # Calibration images do not depend on the model: checking them first makes the likeliest mistakes
+    # (an empty or missing folder) fail in a second, before TensorFlow and the model are loaded.
+    say(f"loading {src.path}")
+    load_model(src, options.unsafe_load)  # also aligns the labels with the outputs, which the sets below use
+    report.source = _describe_source(src)
+    if any(v.optimized for v in variants) and src.keras_model is None:
+        raise UsageError(
+            "QAT, pruning and clustering fine-tune a Keras model; a SavedModel cannot be fine-tuned: "
+            "convert the .keras file or the run directory instead"
+        )
     eval_set = _eval_set(src, options, report) if options.evaluate else None
     if eval_set is not None:
         report.evaluation = eval_set.describe()
@@ -241,11 +250,6 @@ def _eval_set(src, options, report):
 def _fine_tune_set(src, options):
     from edgevision.convert import calibration
 
-    if src.keras_model is None:
-        raise UsageError(
-            "QAT, pruning and clustering fine-tune a Keras model; a SavedModel cannot be fine-tuned: "
-            "convert the .keras file or the run directory instead"
-        )
     if options.train_dir is not None:
         return calibration.labelled_folder(options.train_dir, src.labels, src.preprocess, seed=options.seed,
                                            purpose="fine-tuning")

@@ -48,6 +48,15 @@ class SourceModel:
 def load_source(source, labels: Optional[Path] = None, preprocess: Optional[Path] = None,
                 unsafe_load: bool = False) -> SourceModel:
     """Open a run directory, `.keras` file or SavedModel; raise ModelError/LabelsError/UsageError clearly."""
+    src = open_source(source, labels, preprocess, unsafe_load)
+    load_model(src, unsafe_load)
+    return src
+
+
+def open_source(source, labels: Optional[Path] = None, preprocess: Optional[Path] = None,
+                unsafe_load: bool = False) -> SourceModel:
+    """Everything but the model itself (cheap: no TensorFlow): format, labels, preprocessing, and for a
+    .keras file the safety check of its config, so bad input fails before the slow part."""
     path = Path(source).expanduser()
     if not path.exists():
         raise ModelError(f"model {str(source)!r} does not exist (expected a run directory, a .keras file or a SavedModel folder)")
@@ -79,11 +88,17 @@ def load_source(source, labels: Optional[Path] = None, preprocess: Optional[Path
 
     label_list = _labels(labels, run, side, path)
     config = _preprocess(preprocess, run, side, path)
-    src = SourceModel(path=path, kind=kind, name=name, labels=label_list, preprocess=config, run=run)
-    if kind == SAVED_MODEL:
-        src.saved_model = load_saved_model(model_path)
+    if kind != SAVED_MODEL:
+        check_keras_file(model_path, unsafe_load)
+    return SourceModel(path=path, kind=kind, name=name, labels=label_list, preprocess=config, run=run)
+
+
+def load_model(src: SourceModel, unsafe_load: bool = False) -> SourceModel:
+    """Load the model of an opened source and check it against the labels and preprocessing."""
+    if src.kind == SAVED_MODEL:
+        src.saved_model = load_saved_model(src.path)
     else:
-        src.keras_model = load_keras(model_path, unsafe_load=unsafe_load)
+        src.keras_model = load_keras(src.run.model_path if src.run is not None else src.path, unsafe_load=unsafe_load)
     check_model_matches(src)
     return src
 
@@ -149,8 +164,8 @@ def code_carrying_layers(config: dict) -> List[Tuple[str, str]]:
     return out
 
 
-def load_keras(path: Path, unsafe_load: bool = False):
-    """Load a .keras model with safe mode on; refuse code-carrying layers unless `unsafe_load`."""
+def check_keras_file(path: Path, unsafe_load: bool = False) -> None:
+    """ModelError for a corrupt archive, or for code-carrying layers unless `unsafe_load`."""
     config = keras_config(path)
     risky = code_carrying_layers(config)
     if risky and not unsafe_load:
@@ -160,6 +175,11 @@ def load_keras(path: Path, unsafe_load: bool = False):
             "when the model is loaded, so a model from someone else could run anything on this machine; "
             "refusing to load it. If you trust where it came from, pass --unsafe-load"
         )
+
+
+def load_keras(path: Path, unsafe_load: bool = False):
+    """Load a .keras model with safe mode on; refuse code-carrying layers unless `unsafe_load`."""
+    check_keras_file(path, unsafe_load)
     import keras
 
     try:
@@ -227,7 +247,7 @@ def check_model_matches(src: SourceModel) -> None:
         )
     if len(out_shape) != 2 or out_shape[-1] is None:
         raise ModelError(f"{src.path}: the model's output has shape {out_shape}; expected (batch, classes)")
-    src.labels = align_labels(src.labels, int(out_shape[-1]), source="the labels")
+    src.labels = align_labels(src.labels, int(out_shape[-1]), source="the labels file")
 
 
 def _first_line(error: Exception) -> str:

@@ -130,7 +130,10 @@ def conversion_error(error: Exception, quant: str, allow_tf_ops: bool) -> Conver
             "use --quant dynamic or float16 for this model"
         )
     if ops:
-        return ConversionError(f"conversion failed even with --allow-tf-ops; ops involved: {', '.join(ops)}: {_first_line(error)}")
+        return ConversionError(
+            f"TensorFlow Lite cannot convert {', '.join(ops)}, not even as TensorFlow ops (--allow-tf-ops): "
+            "replace the layer that uses it"
+        )
     return ConversionError(f"TensorFlow Lite cannot convert this model with --quant {quant}: {_first_line(error)}")
 
 
