@@ -76,7 +76,13 @@ def classify(model, source, labels, top_k, threads, backend, trusted, headless, 
     from edgevision.edge_runtime.pipeline import PipelineSettings
     from edgevision.edge_runtime.sources import parse_source
 
-    spec = parse_source(source)  # a missing file fails before the model is loaded
+    spec = parse_source(source)  # a missing file or an unusable --save fails before the model is loaded
+    if save is not None:
+        from pathlib import Path
+
+        from edgevision.edge_runtime.recording import check_video_target
+
+        check_video_target(Path(save))
     model_path = resolve_model(model)
     live = LiveSettings(stall_timeout_s=stall_timeout, reconnect_attempts=reconnect)
 

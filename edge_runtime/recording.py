@@ -11,6 +11,7 @@ of results is buffered to measure that rate before the writer is opened; the vid
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -18,13 +19,32 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from edgevision.atomic import atomic_path
-from edgevision.errors import SourceError
+from edgevision.errors import SourceError, UsageError
 
 FOURCC = "mp4v"  # MPEG-4 Part 2: every OpenCV build with FFmpeg writes it, every player reads it
 #: Frames buffered (or seconds, whichever comes first) to measure a live source's rate.
 MEASURE_FRAMES = 30
 MEASURE_SECONDS = 1.0
 FPS_RANGE = (1.0, 120.0)
+#: Containers that take MPEG-4 Part 2 video; FFmpeg picks the container from the file name.
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv")
+
+
+def check_video_target(path: Path) -> None:
+    if path.is_dir():
+        raise UsageError(f"cannot save video as {path}: it is a directory; give a file name such as {path / 'out.mp4'}")
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise UsageError(
+            f"cannot save video as {path}: unknown video file type {path.suffix or '(none)'!r}; "
+            f"use one of {', '.join(VIDEO_SUFFIXES)} (e.g. out.mp4)"
+        )
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot save video as {path}: cannot create {parent} ({e.strerror})") from e
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"cannot save video as {path}: {parent} is not writable")
 
 
 class _Discard(Exception):
@@ -39,6 +59,7 @@ class VideoSink:
 
     def __init__(self, path, fps: Optional[float] = None):
         self.path = Path(path)
+        check_video_target(self.path)  # fail before the run, not after the first second of it
         self.fps = None if fps is None else float(min(max(fps, FPS_RANGE[0]), FPS_RANGE[1]))
         self.frames = 0
         self._size: Optional[Tuple[int, int]] = None  # (width, height) of the first frame

@@ -312,6 +312,13 @@ def test_video_sink_measures_a_live_rate_and_finishes_atomically(tmp_path):
     assert not list(tmp_path.glob(".out.mp4.*")), "no temporary file is left behind"
 
 
+def test_video_sink_refuses_unusable_targets_before_any_frame(tmp_path):
+    with pytest.raises(UsageError, match="unknown video file type '.txt'"):
+        VideoSink(tmp_path / "out.txt")
+    with pytest.raises(UsageError, match="is a directory"):
+        VideoSink(tmp_path)
+
+
 def test_video_sink_without_frames_writes_nothing(tmp_path):
     sink = VideoSink(tmp_path / "none.mp4", fps=10)
     assert sink.close() is None
