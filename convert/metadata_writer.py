@@ -42,7 +42,7 @@ def _aligned_buffer_class(schema):
                 builder.StartVector(1, len(raw), BUFFER_ALIGNMENT)
                 builder.head = builder.head - len(raw)
                 builder.Bytes[builder.head : builder.head + len(raw)] = raw
-                data = builder.EndVector(len(raw)) if _end_vector_takes_length(builder) else builder.EndVector()
+                data = builder.EndVector()
             schema.BufferStart(builder)
             if data is not None:
                 schema.BufferAddData(builder, data)
@@ -51,12 +51,6 @@ def _aligned_buffer_class(schema):
             return schema.BufferEnd(builder)
 
     return AlignedBufferT
-
-
-def _end_vector_takes_length(builder) -> bool:
-    import inspect
-
-    return len(inspect.signature(builder.EndVector).parameters) > 0
 
 
 def set_metadata(model: bytes, entries: Dict[str, bytes]) -> bytes:

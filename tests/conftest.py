@@ -77,3 +77,15 @@ def tiny_tflite(tmp_path_factory):
     from _bench_helpers import build_tiny_models
 
     return build_tiny_models(tmp_path_factory.mktemp("tiny-model"))
+
+
+# --- added for convert/ tests: a tiny *trained* run directory as `edgevision train` writes it ------------
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """model.keras (small Keras 3 CNN trained a few epochs on drawn shapes), labels.txt, preprocess.json,
+    run.json pointing at its image folder (3 classes x 40 images at 32x32, plus two corrupt files)."""
+    pytest.importorskip("tensorflow", reason="training the tiny model needs the train extra")
+    from _convert_helpers import build_tiny_run, make_shapes_folder
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    return build_tiny_run(root / "run", make_shapes_folder(root / "data"))
