@@ -21,6 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
+import cv2
 import numpy as np
 
 from edgevision.edge_runtime.images import decode_image, read_image, to_bgr
@@ -45,6 +46,7 @@ _SOFTMAX_QUANTIZATION = {"uint8": (1 / 256, 0), "int8": (1 / 256, -128), "int16"
 _FLOAT_PROB_TOLERANCE = 1e-3
 _QUANT_PROB_TOLERANCE = 0.05
 
+_UINT8 = np.dtype(np.uint8)  # numpy's built-in dtypes are singletons: `is` is the cheapest test
 ImageLike = Union[np.ndarray, str, os.PathLike, bytes]
 
 
@@ -112,6 +114,9 @@ class Classifier:
 
         self._preprocess, self._preprocess_source = self._resolve_preprocess(preprocess, name)
         self._encode = input_encoder(self._preprocess, self._input_quant, self._channels)
+        self._encode_copies = self._encode.kind == "copy"  # the pixels are the input tensor
+        self._input_hw = self._signature.input_size
+        self._swapped_order = "BGR" if self._preprocess.color_order == "RGB" else "RGB"
         self._decode = output_decoder(self._output_quant)
         # Raw 8-bit output byte -> score, as Python floats for the k winners (None: float outputs).
         self._score_table = None if self._decode.table is None else self._decode.table.tolist()
@@ -190,14 +195,19 @@ class Classifier:
         or a file path / encoded bytes (decoded as BGR). The result may share memory with `image`.
         """
         pixels, color_order = _as_pixels(image, color_order)
-        pixels = prepare_pixels(pixels, self._preprocess, color_order)
+        if color_order == self._swapped_order and pixels.shape[:2] == self._input_hw and self._channels == 3:
+            # A frame already at the input size: prepare_pixels would only swap the channels. Done here
+            # directly because after a big model has run every extra Python/numpy call is a cache miss.
+            pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+        else:
+            pixels = prepare_pixels(pixels, self._preprocess, color_order)
         if self._channels == 1:
-            import cv2
-
             code = cv2.COLOR_RGB2GRAY if self._preprocess.color_order == "RGB" else cv2.COLOR_BGR2GRAY
             pixels = cv2.cvtColor(pixels, code)[:, :, np.newaxis]
         if not pixels.flags.c_contiguous:  # only when neither resize nor colour swap made a new array
             pixels = np.ascontiguousarray(pixels)
+        if self._encode_copies:
+            return pixels[np.newaxis]
         return self._encode(pixels[np.newaxis])
 
     def invoke(self, input_tensor: np.ndarray) -> np.ndarray:
@@ -406,7 +416,7 @@ def _as_preprocess(value) -> PreprocessConfig:
 
 def _as_pixels(image: ImageLike, color_order: str):
     """-> (uint8 HxWx3 array, its colour order). Paths and bytes are decoded (as BGR)."""
-    if type(image) is np.ndarray and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8 and image.size:
+    if type(image) is np.ndarray and image.dtype is _UINT8 and image.ndim == 3 and image.shape[2] == 3 and image.size:
         return image, color_order  # the camera's case, checked first; prepare_pixels checks the order
     if isinstance(image, (str, os.PathLike)):
         return read_image(image), "BGR"
