@@ -162,13 +162,22 @@ def run_remote(target: str, specs, settings, ssh: RemoteSettings, progress: Opti
         eval_dir = _copy_optional(target, remote_dir, settings.eval_dir, "eval", ssh, copy_timeout, say)
         labels = _copy_optional(target, remote_dir, settings.labels, "labels", ssh, copy_timeout, say)
         args = bench_arguments(settings, [f"{remote_dir}/{n}" for n in names], e2e, eval_dir, labels)
+        # Device-side names -> the user's: copies first (longest), then the index-prefixed model names.
+        renames = {remote: str(local) for remote, local in ((e2e, settings.e2e_source),
+                   (eval_dir, settings.eval_dir), (labels, settings.labels)) if remote and remote != str(local)}
+        renames.update({f"{remote_dir}/{n}": spec.label for n, spec in names.items()})
+        renames.update({n: spec.label for n, spec in names.items()})
+        localize = _localizer(renames)
         remote_cmd = f"cd {shlex.quote(remote_dir)} && {ssh.command} " + " ".join(shlex.quote(a) for a in args)
         say(f"[{target}] running: {ssh.command} bench ...")
-        data = _run_bench(target, ssh_command(target, remote_cmd, ssh), ssh, say, _bench_timeout(specs, settings))
+        data = _run_bench(target, ssh_command(target, remote_cmd, ssh), ssh, lambda m: say(localize(m)),
+                          _bench_timeout(specs, settings))
     finally:
         subprocess.run(ssh_command(target, f"rm -rf {shlex.quote(remote_dir)}", ssh), capture_output=True,
                        stdin=subprocess.DEVNULL, timeout=timeout)
-    return _tag(Report.from_dict(data), target, names)
+    report = _tag(Report.from_dict(data), target, names, localize)
+    report.settings = settings.to_dict()  # the user's paths, not the device's temporary copies
+    return report
 
 
 def _bench_timeout(specs, settings) -> float:
@@ -237,9 +246,23 @@ def _run_bench(target: str, cmd: List[str], ssh: RemoteSettings, say, timeout_s:
     raise RemoteError(f"{target}: the device's benchmark failed: {_ssh_reason(stderr, proc.returncode)}")
 
 
-def _tag(report, target: str, names: Dict[str, object]):
+def _localizer(renames: Dict[str, str]) -> Callable[[str], str]:
+    order = sorted(renames, key=len, reverse=True)
+
+    def localize(text: str) -> str:
+        for remote in order:
+            text = text.replace(remote, renames[remote])
+        return text
+
+    return localize
+
+
+def _tag(report, target: str, names: Dict[str, object], localize: Callable[[str], str] = lambda t: t):
     """Rows and header from the device, with local model names and paths, labelled with `target`."""
     for row in report.results:
+        for key in ("error", "accuracy_source"):
+            if isinstance(row.get(key), str):
+                row[key] = localize(row[key])
         remote_path = str(row.get("path", ""))
         spec = names.get(Path(remote_path).name)
         row["remote_path"] = remote_path
@@ -248,7 +271,7 @@ def _tag(report, target: str, names: Dict[str, object]):
             row["path"] = str(spec.path)
         row["device"] = target
     report.machines = {target: report.machine}
-    report.notes = [f"{target}: {n}" for n in report.notes]
+    report.notes = [f"{target}: {localize(n)}" for n in report.notes]
     return report
 
 

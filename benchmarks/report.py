@@ -144,8 +144,8 @@ def harness_line(rows: Sequence[Dict[str, Any]]) -> Optional[str]:
         return None
     worst = max(timed, key=lambda r: r["timer_ns"] / (_lat(r, "mean") * 1e6))
     share = worst["timer_ns"] / (_lat(worst, "mean") * 1e6) * 100
-    line = (f"harness: {worst['timer_ns']:.0f} ns of clock reads per timed call, {share:.3f} % of the fastest "
-            "mean latency")
+    share_text = f"{share:.3f} %" if share >= 0.001 else "< 0.001 %"
+    line = f"harness: {worst['timer_ns']:.0f} ns of clock reads per timed call, {share_text} of the fastest mean latency"
     ratios = [r["harness_overhead"] for r in timed if r.get("harness_overhead")]
     if ratios:
         line += (f"; timed/bare loop ratio {min(ratios):.3f}..{max(ratios):.3f} (spread around 1.000 is the "
