@@ -50,6 +50,17 @@ def _cache_key() -> str:
 _BUILT = {}
 
 
+def tiny_models_for(request, tmp_path_factory) -> dict:
+    """`tiny_models` for a test: cached in pytest's cache dir (or a temp dir without the cache plugin),
+    calibrated on the ../shared photos where they exist."""
+    from conftest import SHARED
+
+    cache = getattr(request.config, "cache", None)
+    base = cache.mkdir("edgevision-tiny-models") if cache is not None else tmp_path_factory.getbasetemp() / "tiny-models"
+    photos = [SHARED / "images" / p for p in ("cat.bmp", "grace_hopper.bmp", "cat_720p.jpg")]
+    return tiny_models(base, [p for p in photos if p.is_file()])
+
+
 def tiny_models(base_dir: Path, images=()) -> dict:
     """name -> Path of every model, built once per source version (TensorFlow needed the first time)."""
     import pytest

@@ -14,7 +14,7 @@ import struct
 import numpy as np
 import pytest
 
-from _edge_helpers import LABELS, NUM_CLASSES, tiny_models
+from _edge_helpers import LABELS, NUM_CLASSES, tiny_models_for
 from conftest import SHARED
 from edgevision.edge_runtime.classifier import Classification, Classifier
 from edgevision.edge_runtime.images import read_image
@@ -37,9 +37,7 @@ def verdict_cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def models(request, tmp_path_factory):
-    base = request.config.cache.mkdir("edgevision-tiny-models") if request.config.cache else tmp_path_factory.mktemp("m")
-    photos = [SHARED / "images" / p for p in PHOTOS if (SHARED / "images" / p).is_file()]
-    return tiny_models(base, photos)
+    return tiny_models_for(request, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

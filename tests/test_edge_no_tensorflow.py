@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from _edge_helpers import tiny_models
+from _edge_helpers import tiny_models_for
 from conftest import SHARED
 
 FORBIDDEN = ("tensorflow", "keras", "tf_keras", "tensorflow_model_optimization", "tensorboard")
@@ -39,9 +39,7 @@ def _forbidden(modules):
 
 @pytest.fixture(scope="module")
 def model(request, tmp_path_factory):
-    base = request.config.cache.mkdir("edgevision-tiny-models") if request.config.cache else tmp_path_factory.mktemp("m")
-    photos = [SHARED / "images" / p for p in ("cat.bmp", "grace_hopper.bmp", "cat_720p.jpg")]
-    return tiny_models(base, [p for p in photos if p.is_file()])["meta_int8"]
+    return tiny_models_for(request, tmp_path_factory)["meta_int8"]
 
 
 def test_api_imports_no_tensorflow(model, tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _edge_helpers import tiny_models
+from _edge_helpers import tiny_models_for
 from conftest import SHARED
 from edgevision.edge_runtime import safety
 from edgevision.edge_runtime.classifier import Classifier
@@ -35,9 +35,7 @@ def verdict_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def models(request, tmp_path_factory):
-    base = request.config.cache.mkdir("edgevision-tiny-models") if request.config.cache else tmp_path_factory.mktemp("m")
-    photos = [SHARED / "images" / p for p in ("cat.bmp", "grace_hopper.bmp", "cat_720p.jpg")]
-    return tiny_models(base, [p for p in photos if p.is_file()])
+    return tiny_models_for(request, tmp_path_factory)
 
 
 def _frame() -> np.ndarray:
