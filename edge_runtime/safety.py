@@ -60,8 +60,9 @@ class ModelSignature:
     output_shape: Tuple[int, ...]  # (1, classes) or (1, 1, 1, classes)
     output_dtype: str
     output_quantization: Optional[Tuple[float, int]]
-    #: Where the verdict came from: "child", "cache" or "trusted" (not part of the signature itself).
-    source: str = field(default="child", compare=False)
+    #: Where it was read: "in-process" (check_signature here), "child" or "cache" (not part of the
+    #: signature itself).
+    source: str = field(default="in-process", compare=False)
 
     @property
     def num_classes(self) -> int:
