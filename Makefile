@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup browser clean
+.PHONY: demo test setup browser legacy clean
 
 setup: $(STAMP)
 
@@ -23,11 +23,22 @@ browser:
 	      || echo "note: could not install chromium; the browser test will skip"; \
 	    else echo "note: chromium not installed and not root; the browser test will skip"; fi; }
 
+# The legacy tflite-runtime interpreter needs numpy<2, so it lives in its own venv; the backend-equality test
+# runs there and skips (saying why) where it cannot be built (tflite-runtime has wheels up to Python 3.11).
+LEGACY := .venv-tflite
+$(LEGACY)/.installed: pyproject.toml
+	@( $(PYTHON) -m venv $(LEGACY) && \
+	  $(LEGACY)/bin/python -m pip install --quiet 'tflite-runtime==2.14.*' 'numpy<2' 'opencv-python-headless<4.11' click && \
+	  $(LEGACY)/bin/python -m pip install --quiet --no-deps -e . && touch $@ ) \
+	  || echo "note: could not build $(LEGACY); the tflite-runtime test will skip"
+
+legacy: $(LEGACY)/.installed
+
 demo: setup
 	$(BIN)/python -m edgevision.demo
 
-test: setup browser
+test: setup browser legacy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache demo-output
+	rm -rf $(VENV) $(LEGACY) build dist *.egg-info .pytest_cache demo-output
