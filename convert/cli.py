@@ -87,12 +87,16 @@ def convert(model, quant, out, all_modes, out_dir, io, calib_dir, calib_samples,
                              calib_samples=calib_samples, eval_dir=eval_dir, eval_samples=eval_samples,
                              evaluate=not no_eval, train_dir=train_dir, optimizations=optimizations,
                              allow_tf_ops=allow_tf_ops, unsafe_load=unsafe_load, seed=seed)
+    from edgevision.convert.native_log import quiet_native_stderr
+
     source = resolve_model(model)
     progress = None if quiet else (lambda message: click.echo(f"... {message}", err=True))
-    if all_modes:
-        report = api.convert_all(source, out_dir, options=options, report=report_path, progress=progress)
-    else:
-        report = api.run_conversion(source, [api.single_variant(options)], options, out=out, report_path=report_path, progress=progress)
+    with quiet_native_stderr():
+        if all_modes:
+            report = api.convert_all(source, out_dir, options=options, report=report_path, progress=progress)
+        else:
+            report = api.run_conversion(source, [api.single_variant(options)], options, out=out,
+                                        report_path=report_path, progress=progress)
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(report.format_table())

@@ -19,7 +19,7 @@ from typing import Any, Iterator, List, Optional, Tuple
 
 from edgevision.edge_runtime.labels import align_labels, load_labels
 from edgevision.edge_runtime.preprocess import PreprocessConfig
-from edgevision.errors import EdgeVisionError, ModelError, UsageError
+from edgevision.errors import EdgeVisionError, LabelsError, ModelError, UsageError
 
 KERAS, SAVED_MODEL, RUN = "keras", "saved_model", "run"
 LABELS_FILE, PREPROCESS_FILE = "labels.txt", "preprocess.json"
@@ -247,6 +247,13 @@ def check_model_matches(src: SourceModel) -> None:
         )
     if len(out_shape) != 2 or out_shape[-1] is None:
         raise ModelError(f"{src.path}: the model's output has shape {out_shape}; expected (batch, classes)")
+    if len(src.labels) + 1 == int(out_shape[-1]):
+        # align_labels would add a 'background' class here (TFLite's 1001-output ImageNet models); a model
+        # being converted has the labels it was trained with, so one missing name is a mistake, not a convention.
+        raise LabelsError(
+            f"the labels file has {len(src.labels)} class names but the model has {out_shape[-1]} outputs; "
+            f"give a labels file with {out_shape[-1]} lines (one class name per output, in output order)"
+        )
     src.labels = align_labels(src.labels, int(out_shape[-1]), source="the labels file")
 
 
