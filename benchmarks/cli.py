@@ -92,6 +92,14 @@ def bench(models: Sequence[str], threads: str, warmup: int, runs: int, backend: 
         labels=_existing_file(labels, "--labels"),
     )
     _check_outputs(plot_out)
+    if compare_tf:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorflow") is None:
+            from edgevision.errors import DependencyError
+
+            raise DependencyError("--compare-tf times the Keras model with TensorFlow, which is not installed here; "
+                                  "install it with: pip install 'edgevision[train]', or drop --compare-tf")
     progress = _progress(quiet)
     if eval_dir is not None:
         from pathlib import Path

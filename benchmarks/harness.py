@@ -6,9 +6,9 @@ sample is kept, so the report gives the distribution (p50/p90/p99), not only a m
 
 The harness proves its own cost. It alternates blocks of a bare `invoke()` loop (one clock read per block) with
 blocks of the timed loop (two clock reads and a list store per call) on the same interpreter, and reports
-`harness_overhead` = timed-loop wall time / bare-loop wall time. Alternating blocks, and alternating which one
-goes first, spreads frequency changes and neighbours' load evenly over both, so the ratio measures the harness
-and not the machine's mood.
+`harness_overhead`, the median over block pairs of timed-block time / bare-block time. Alternating blocks, and
+alternating which one goes first, spreads frequency changes and neighbours' load evenly over both, so the ratio
+measures the harness and not the machine's mood.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ NS_PER_MS = 1_000_000
 #: Calls per block when alternating bare and timed loops: long enough that the per-block clock reads vanish,
 #: short enough that a burst of load on the machine hits both loops alike.
 BLOCK_RUNS = 5
+#: Fewer block pairs than this give no overhead ratio: one slow block (a late warm-up effect, a neighbour's
+#: burst) would be the whole answer. With BLOCK_RUNS = 5 that means at least 15 runs.
+MIN_BLOCK_PAIRS = 3
 
 
 @dataclass(frozen=True)
@@ -82,10 +85,8 @@ class Measurement:
         The median of the per-block ratios: neighbouring blocks see the same machine, and a burst of load
         that hits one block (other processes, a frequency change) does not move the median.
         """
-        if not self.bare_blocks_ns:
-            return None
         ratios = [t / b for t, b in zip(self.timed_blocks_ns, self.bare_blocks_ns) if b > 0]
-        return float(np.median(ratios)) if ratios else None
+        return float(np.median(ratios)) if len(ratios) >= MIN_BLOCK_PAIRS else None
 
 
 def measure(invoke: Callable[[], object], runs: int, warmup: int, compare_bare: bool = True) -> Measurement:

@@ -15,6 +15,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from edgevision.atomic import atomic_path, write_text
 
 LATENCY_KEYS = ("mean", "p50", "p90", "p99", "min", "max", "std")
+#: Text columns (left-aligned); the numbers are right-aligned.
+TEXT_COLUMNS = frozenset({"device", "model", "thr", "backend", "quant", "size", "input"})
 KERAS_BACKENDS = ("keras.predict", "keras.call")
 
 
@@ -104,7 +106,8 @@ def format_table(report: Dict[str, Any]) -> str:
     widths = [max(len(c[i]) for c in cells) for i in range(len(cols))]
     lines = []
     for i, line in enumerate(cells):
-        lines.append("  ".join(c.ljust(w) if j < 5 else c.rjust(w) for j, (c, w) in enumerate(zip(line, widths))))
+        lines.append("  ".join(c.ljust(w) if name in TEXT_COLUMNS else c.rjust(w)
+                               for (name, _), c, w in zip(cols, line, widths)).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     if not ok:
@@ -254,7 +257,7 @@ def to_markdown(report: Dict[str, Any], title: str = "edgevision benchmark", com
     cols = _columns(rows, _multi_device(report))
     if ok:
         lines.append("| " + " | ".join(name for name, _ in cols) + " |")
-        lines.append("|" + "|".join("---" if i < 6 else "---:" for i in range(len(cols))) + "|")
+        lines.append("|" + "|".join("---" if name in TEXT_COLUMNS else "---:" for name, _ in cols) + "|")
         for r in ok:
             lines.append("| " + " | ".join(_md_escape(fn(r)) for _, fn in cols) + " |")
         harness = harness_line(rows)

