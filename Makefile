@@ -15,13 +15,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# Debian's Chromium and its driver for the browser test; skipped quietly where we cannot install.
+# Debian's Chromium + driver (browser test) and OpenSSH (the `bench --remote` test against a real sshd on
+# 127.0.0.1); those tests skip, saying why, where we cannot install them.
+TEST_DEBS := chromium chromium-driver openssh-server openssh-client
 browser:
-	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 && command -v sshd >/dev/null 2>&1 || \
 	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
-	      || echo "note: could not install chromium; the browser test will skip"; \
-	    else echo "note: chromium not installed and not root; the browser test will skip"; fi; }
+	      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_DEBS) >/dev/null) \
+	      || echo "note: could not install $(TEST_DEBS); the browser and ssh tests will skip"; \
+	    else echo "note: not root: install $(TEST_DEBS) for the browser and ssh tests"; fi; }
 
 # The legacy tflite-runtime interpreter needs numpy<2, so it lives in its own venv; the backend-equality test
 # runs there and skips (saying why) where it cannot be built (tflite-runtime has wheels up to Python 3.11).
