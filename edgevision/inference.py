@@ -360,8 +360,6 @@ def write_evaluation(evaluation: Evaluation, out_dir) -> Tuple[List[Path], Optio
     Returns (files written, note): the PNG needs matplotlib; without it the note says so and the JSON and
     text reports are still written.
     """
-    import importlib.util
-
     from edgevision import atomic
     from edgevision.edge_runtime.metrics import format_report
 
@@ -369,16 +367,16 @@ def write_evaluation(evaluation: Evaluation, out_dir) -> Tuple[List[Path], Optio
     out.mkdir(parents=True, exist_ok=True)
     written = [atomic.write_json(out / "report.json", evaluation.report),
                atomic.write_text(out / "report.txt", format_report(evaluation.report))]
-    note = None
-    if importlib.util.find_spec("matplotlib") is None:
-        note = "matplotlib is not installed: confusion_matrix.png not written (pip install matplotlib)"
-    else:
-        from edgevision.train.reports import plot_confusion_matrix  # numpy + matplotlib only, no TensorFlow
+    try:
+        import matplotlib  # noqa: F401  (the edge extra does not install it)
+    except ImportError:
+        return written, "matplotlib is not installed: confusion_matrix.png not written (pip install matplotlib)"
+    from edgevision.train.reports import plot_confusion_matrix  # numpy + matplotlib only, no TensorFlow
 
-        png = plot_confusion_matrix(out / "confusion_matrix.png", evaluation.confusion, evaluation.classes)
-        if png:
-            written.append(png)
-    return written, note
+    png = plot_confusion_matrix(out / "confusion_matrix.png", evaluation.confusion, evaluation.classes)
+    if png:
+        written.append(png)
+    return written, None
 
 
 # --- predict -------------------------------------------------------------------------------------------
