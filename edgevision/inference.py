@@ -275,14 +275,20 @@ class Evaluation:
         return f"skipped {len(self.skipped)} file(s) that are not decodable images: {names}{more}"
 
 
-def match_class_folders(data_dir, labels: Sequence[str]) -> List[str]:
-    """The class folders of `data_dir`, each of which must be one of the model's labels (DataError if not)."""
+def check_data_folder(data_dir) -> Path:
+    """DataError unless `data_dir` is a folder (checked before a model takes seconds to load)."""
     root = Path(data_dir).expanduser()
     if not root.is_dir():
         raise DataError(
             f"data folder {root} does not exist" if not root.exists()
             else f"{root} is not a folder; expected a folder with one subfolder per class"
         )
+    return root
+
+
+def match_class_folders(data_dir, labels: Sequence[str]) -> List[str]:
+    """The class folders of `data_dir`, each of which must be one of the model's labels (DataError if not)."""
+    root = check_data_folder(data_dir)
     found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not found:
         raise DataError(f"{root} has no class folders; expected one subfolder per class, named like the model's labels")

@@ -54,8 +54,9 @@ def evaluate(model, data, as_json, out, labels, preprocess, threads, batch_size)
       edgevision evaluate cifar10-cnn --data cifar10-test/ --json
     """
     from edgevision.edge_runtime.metrics import format_report
-    from edgevision.inference import evaluate as run_evaluation, write_evaluation
+    from edgevision.inference import check_data_folder, evaluate as run_evaluation, write_evaluation
 
+    check_data_folder(data)
     predictor = _load(model, labels, preprocess, threads)
     result = run_evaluation(predictor, data, batch_size=batch_size)
     result.report["model"] = str(predictor.path)

@@ -230,3 +230,20 @@ def test_model_reference_errors(tiny_tflite, tiny_folder, tmp_path):
     assert "--top-k must be at least 1" in one_error_line(proc, code=2)
     proc, _ = run_light("evaluate", tiny_tflite["tflite"], "--data", tmp_path / "missing")
     assert "does not exist" in one_error_line(proc)
+
+
+def test_predict_a_folder_and_bundled_names(tiny_tflite, tiny_folder):
+    proc, heavy = run_light("predict", tiny_tflite["tflite"], tiny_folder / "ship", "--json", "--top-k", 1)
+    assert proc.returncode == 0, proc.stderr
+    assert heavy == []
+    preds = json.loads(proc.stdout)
+    assert [Path(p["image"]).name for p in preds] == sorted(p.name for p in (tiny_folder / "ship").iterdir())
+    from edgevision.bundled import BUNDLED, MODELS_DIR
+
+    name = next(iter(BUNDLED))
+    proc, heavy = run_light("predict", name, sorted((tiny_folder / "cat").iterdir())[0], "--json")
+    if (MODELS_DIR / BUNDLED[name]).is_file():
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)[0]["top"] and heavy == []
+    else:
+        assert "is not included in this installation" in one_error_line(proc)
