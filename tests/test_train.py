@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from _data_helpers import make_image_folder, python_cmd, run_main
-from conftest import SHARED, shared_path
+from conftest import shared_path
 
 RUN_FILES = ("model.keras", "labels.txt", "preprocess.json", "run.json", "history.csv", "curves.png",
              "confusion_matrix.png", "report.json", "report.txt")
@@ -148,7 +148,7 @@ def test_resume_after_kill_matches_uninterrupted_run(cnn_runs):
     assert cnn_runs["files_at_kill"] and all(cnn_runs["loads_at_kill"].values())
     assert "model.keras" not in cnn_runs["files_at_kill"]  # the final model only appears complete, at the end
     resumed = cnn_runs["resumed"]
-    assert f"resuming after epoch" in resumed.stderr
+    assert "resuming after epoch" in resumed.stderr
     resumed_at = int(resumed.stderr.split("resuming after epoch ")[1].split()[0])
     assert resumed_at >= state["epoch"]
     killed, ref = cnn_runs["killed"], cnn_runs["ref"]
