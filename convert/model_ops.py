@@ -87,3 +87,37 @@ def io_types(model: bytes) -> Tuple[str, str]:
     sg = m.Subgraphs(0)
     return (type_names.get(sg.Tensors(int(sg.Inputs(0))).Type(), "?"),
             type_names.get(sg.Tensors(int(sg.Outputs(0))).Type(), "?"))
+
+
+#: Ops whose second input is a weight kernel: where pruning's zeros live in the file.
+KERNEL_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+def weight_sparsity(model: bytes) -> float:
+    """Fraction of zeros in the conv/depthwise/dense kernels stored in the file (0 for none).
+
+    Read from the file itself rather than from the Keras model: that is what the device downloads, after
+    batch-norm folding, quantization and any tfmot wrapper have had their say.
+    """
+    import numpy as np
+    from ai_edge_litert import schema_py_generated as schema
+
+    ops_names = _enum_names(schema.BuiltinOperator)
+    sizes = {schema.TensorType.FLOAT32: 4, schema.TensorType.FLOAT16: 2, schema.TensorType.INT8: 1}
+    m = schema.Model.GetRootAs(bytearray(model), 0)
+    zeros = total = 0
+    for s in range(m.SubgraphsLength()):
+        sg = m.Subgraphs(s)
+        for o in range(sg.OperatorsLength()):
+            op = sg.Operators(o)
+            code = m.OperatorCodes(op.OpcodeIndex())
+            if ops_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode())) not in KERNEL_OPS or op.InputsLength() < 2:
+                continue
+            tensor = sg.Tensors(op.Inputs(1))
+            data = m.Buffers(tensor.Buffer()).DataAsNumpy() if tensor.Buffer() < m.BuffersLength() else 0
+            if isinstance(data, int) or tensor.Type() not in sizes:
+                continue  # a computed (e.g. dequantized) kernel: counted where it is stored
+            values = np.frombuffer(data.tobytes(), dtype={4: np.float32, 2: np.float16, 1: np.int8}[sizes[tensor.Type()]])
+            zeros += int(np.count_nonzero(values == 0))
+            total += values.size
+    return zeros / total if total else 0.0

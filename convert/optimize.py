@@ -189,7 +189,8 @@ def clustering_note(model, clusters: int) -> str:
     """Say which kernels ended up with at most `clusters` distinct values, and which tfmot left alone."""
     named = named_kernels(model)
     left = [f"{name} ({cls})" for name, cls, k in named if len(np.unique(k)) > clusters]
-    note = f"clustered: {len(named) - len(left)} of {len(named)} kernels have at most {clusters} distinct values"
+    note = (f"clustered: {len(named) - len(left)} of {len(named)} kernels have at most {clusters} distinct values "
+            "(per output channel in the .tflite file, where batch norm is folded into the kernels)")
     if left:
         note += f"; tfmot does not cluster {', '.join(left[:5])}" + (" ..." if len(left) > 5 else "")
     return note

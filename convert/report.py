@@ -35,10 +35,15 @@ class ConversionResult:
     path: Optional[Path] = None
     labels_path: Optional[Path] = None
     gzip_bytes: int = 0
+    weight_sparsity: float = 0.0  # zeros in the stored conv/dense kernels
 
     def __post_init__(self):
         if not self.gzip_bytes:
             self.gzip_bytes = gzip_size(self.model)
+        if not self.weight_sparsity:
+            from edgevision.convert.model_ops import weight_sparsity
+
+            self.weight_sparsity = weight_sparsity(self.model)
 
     @property
     def bytes(self) -> int:
@@ -62,6 +67,7 @@ class ConversionResult:
             "input_type": self.io[0],
             "output_type": self.io[1],
             "optimizations": self.optimizations,
+            "weight_sparsity": round(self.weight_sparsity, 4),
             "accuracy": ev.get("accuracy"),
             "accuracy_float": ev.get("accuracy_float"),
             "accuracy_delta": ev.get("accuracy_delta"),
