@@ -280,6 +280,7 @@ def test_mobilenetv2_weights_from_a_file(tmp_path):
         build_mobilenetv2(3, 96, weights=str(tmp_path / "missing.h5"))
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy 2 vs Keras' __array__, once per variable
 def test_mobilenetv2_phases_freeze_what_they_should():
     """Head phase: the whole base frozen. Fine-tuning: only the top N non-BN layers train, BN stats stay put.
 
