@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Rebuilds the two bundled models and the published tables with edgevision's own commands.
+#
+#   benchmarks/reproduce_bundled_models.sh CIFAR10_TRAIN_DIR [WORK_DIR]
+#
+# CIFAR10_TRAIN_DIR: the 50,000 CIFAR-10 training images, one subfolder per class (or `cifar10` to let Keras
+# download them). MobileNetV2 needs its ImageNet weights in the Keras cache (downloaded on first use).
+# On a 2-core CPU this takes about two and a half hours; on a GPU, minutes.
+set -euo pipefail
+data=${1:?usage: $0 CIFAR10_TRAIN_DIR [WORK_DIR]}
+work=${2:-runs}
+here=$(cd "$(dirname "$0")/.." && pwd)
+ev() { echo "+ edgevision $*" >&2; edgevision "$@"; }
+
+cnn_train=(train cnn --data "$data" --out "$work/cifar10-cnn" --epochs 30 --batch-size 256 --seed 0)
+mnv2_train=(train mobilenetv2 --data "$data" --out "$work/cifar10-mobilenetv2" --input-size 96 --epochs 3
+            --head-epochs 1 --fine-tune-layers 100 --batch-size 64 --seed 0)
+ev "${cnn_train[@]}"
+ev "${mnv2_train[@]}"
+
+for m in cifar10-cnn cifar10-mobilenetv2; do
+  # Every post-training mode, evaluated against the Keras model on the run's validation split.
+  ev convert "$work/$m" --all --out-dir "$work/variants/$m" --report "$work/variants/$m/report.json"
+done
+# Quantization-aware training and 50 % pruning for the CNN (MobileNetV2's are hours on a CPU).
+ev convert "$work/cifar10-cnn" --quant int8 --qat-epochs 1 --out "$work/variants/cifar10-cnn/cifar10-cnn-int8-qat.tflite" \
+   --report "$work/variants/cifar10-cnn/report-qat.json"
+ev convert "$work/cifar10-cnn" --quant int8 --prune 0.5 --fine-tune-epochs 1 \
+   --out "$work/variants/cifar10-cnn/cifar10-cnn-int8-pruned50.tflite" --report "$work/variants/cifar10-cnn/report-pruned.json"
+
+for m in cifar10-cnn cifar10-mobilenetv2; do
+  train_cmd="cnn_train[*]"; [ "$m" = cifar10-mobilenetv2 ] && train_cmd="mnv2_train[*]"
+  python -m edgevision.benchmarks.bundle_models --name "$m" --run "$work/$m" \
+    --tflite "$work/variants/$m/$m-int8.tflite" \
+    --train-command "edgevision ${!train_cmd}" \
+    --convert-command "edgevision convert $work/$m --all --out-dir $work/variants/$m"
+done
+
+python -m edgevision.benchmarks.run --suite "cifar10-cnn=$work/variants/cifar10-cnn" \
+  --suite "cifar10-mobilenetv2=$work/variants/cifar10-mobilenetv2"
+echo "bundled models: $here/edgevision/models; tables: $here/benchmarks/results" >&2
