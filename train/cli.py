@@ -76,11 +76,25 @@ def mobilenetv2(**kwargs):
 
 
 def _run(arch: str, kwargs: dict, default_epochs: int, default_batch: int) -> None:
+    from edgevision.convert.native_log import quiet_native_stderr
+
+    # TensorFlow's native start-up lines (oneDNN, CUDA probing) would bury our one-line messages; the
+    # lines that are not known noise are replayed afterwards.
+    with quiet_native_stderr():
+        result, epochs = _train(arch, kwargs, default_epochs, default_batch)
+    click.echo(
+        f"done: validation accuracy {result.val_accuracy * 100:.2f}% after {epochs} epochs "
+        f"({result.seconds / 60:.1f} min); run directory {result.path}"
+    )
+
+
+def _train(arch: str, kwargs: dict, default_epochs: int, default_batch: int):
+    from pathlib import Path
+
     from edgevision.errors import require
 
     require("keras", "train", "training")
     from edgevision.train.trainer import TrainSettings, read_checkpoint_state, train as run_training
-    from pathlib import Path
 
     resume = kwargs.pop("resume")
     kwargs["epochs"] = kwargs["epochs"] or default_epochs
@@ -91,8 +105,4 @@ def _run(arch: str, kwargs: dict, default_epochs: int, default_batch: int) -> No
     if resume and read_checkpoint_state(Path(kwargs["out"])) is None:
         raise UsageError(f"--resume: {kwargs['out']} has no checkpoint to continue from")
     settings = TrainSettings(arch=arch, **kwargs)
-    result = run_training(settings, echo=lambda msg: click.echo(msg, err=True))
-    click.echo(
-        f"done: validation accuracy {result.val_accuracy * 100:.2f}% after {settings.epochs} epochs "
-        f"({result.seconds / 60:.1f} min); run directory {result.path}"
-    )
+    return run_training(settings, echo=lambda msg: click.echo(msg, err=True)), settings.epochs
