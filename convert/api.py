@@ -295,7 +295,10 @@ def _finish(src, variant, name, model, seconds, options, eval_set, reference, re
     doc = metadata_writer.metadata_document(
         src.labels, src.preprocess, variant.quant,
         optimizations=list(optimizations.get("steps", [])), io_types=io,
-        source={k: v for k, v in report.source.items() if k in ("kind", "path", "name", "sha256", "run")},
+        # No absolute paths in a file that gets shipped: the name and hash identify the source (report.json
+        # keeps the paths for the person who ran the conversion).
+        source={**{k: v for k, v in report.source.items() if k in ("kind", "name", "sha256", "parameters")},
+                **({"run": {k: v for k, v in report.source["run"].items() if k != "data"}} if "run" in report.source else {})},
         metrics=metrics,
         extra={"calibration": report.calibration} if variant.quant in FULL_INTEGER and report.calibration else None,
     )
