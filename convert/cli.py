@@ -87,7 +87,7 @@ def convert(model, quant, out, all_modes, out_dir, io, calib_dir, calib_samples,
                              calib_samples=calib_samples, eval_dir=eval_dir, eval_samples=eval_samples,
                              evaluate=not no_eval, train_dir=train_dir, optimizations=optimizations,
                              allow_tf_ops=allow_tf_ops, unsafe_load=unsafe_load, seed=seed)
-    from edgevision.convert.native_log import quiet_native_stderr
+    from edgevision.native_log import quiet_native_stderr
 
     source = resolve_model(model)
     progress = None if quiet else (lambda message: click.echo(f"... {message}", err=True))

@@ -76,7 +76,7 @@ def mobilenetv2(**kwargs):
 
 
 def _run(arch: str, kwargs: dict, default_epochs: int, default_batch: int) -> None:
-    from edgevision.convert.native_log import quiet_native_stderr
+    from edgevision.native_log import quiet_native_stderr
 
     # TensorFlow's native start-up lines (oneDNN, CUDA probing) would bury our one-line messages; the
     # lines that are not known noise are replayed afterwards.
