@@ -123,9 +123,13 @@ def make_interpreter(model_content: bytes, num_threads: Optional[int] = None, ba
     if len(model_content) == 0:
         raise ModelError(f"{name}: the model file is empty")
     Interpreter = _interpreter_class(resolve_backend(backend))
+    from edgevision.native_log import quiet_native_stderr
+
     try:
-        interpreter = Interpreter(model_content=bytes(model_content), num_threads=num_threads)
-        interpreter.allocate_tensors()
+        # LiteRT's C++ logs "Created TensorFlow Lite XNNPACK delegate" on every load; real messages are replayed.
+        with quiet_native_stderr():
+            interpreter = Interpreter(model_content=bytes(model_content), num_threads=num_threads)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise ModelError(f"{name}: the interpreter cannot load this model ({_first_line(e)})") from e
     return interpreter
