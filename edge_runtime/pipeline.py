@@ -389,10 +389,16 @@ def run_pipeline(
 
 def format_summary(summary: PipelineSummary) -> List[str]:
     """Human-readable lines for the end of a run (the CLI prints them on stderr)."""
+    # A rate needs timed frames: a single image is all warm-up, and "0.0 FPS" would be a false figure.
+    rate = (
+        f": {summary.fps:.1f} FPS"
+        + (f" (after {summary.frames - summary.timed_frames} warm-up)" if summary.frames > summary.timed_frames else "")
+        if summary.timed_frames
+        else ""
+    )
     lines = [
         f"classified {summary.frames} frame{'s' if summary.frames != 1 else ''} from {summary.source} "
-        f"in {summary.seconds:.2f} s: {summary.fps:.1f} FPS"
-        + (f" (after {summary.frames - summary.timed_frames} warm-up)" if summary.frames > summary.timed_frames else "")
+        f"in {summary.seconds:.2f} s{rate}"
     ]
     if summary.timed_frames:
         cells = []
