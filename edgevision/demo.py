@@ -45,18 +45,18 @@ def _camera_available(index: int = 0) -> bool:
 
 def _cifar10_test_images(n: int) -> Optional[Tuple[np.ndarray, List[str]]]:
     """n CIFAR-10 test images (RGB) and their class names, or None when Keras cannot download them."""
-    import socket
+    import importlib.util
 
-    try:
-        import keras
-    except ImportError:
+    if importlib.util.find_spec("keras") is None:  # an edge-only install: no Keras, no CIFAR-10 download
         return None
-    from edgevision.train.data import CIFAR10_CLASSES
+    from edgevision.errors import DataError
+    from edgevision.native_log import quiet_native_stderr
+    from edgevision.train.data import CIFAR10_CLASSES, load_cifar10_arrays
 
-    socket.setdefaulttimeout(15)
     try:
-        _, (x, y) = keras.datasets.cifar10.load_data()
-    except Exception:  # offline: URLError, timeouts, a partial download
+        with quiet_native_stderr():
+            _, _, x, y = load_cifar10_arrays()
+    except DataError:  # offline and not cached
         return None
     rng = np.random.default_rng(0)
     pick = rng.choice(len(x), n, replace=False)

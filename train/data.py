@@ -72,8 +72,6 @@ def load_cifar10_arrays() -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
     import contextlib
     import sys
 
-    import keras
-
     from edgevision.train.weights import keras_home, online
 
     cached = keras_home() / "datasets" / CIFAR10_CACHE_NAME
@@ -83,6 +81,8 @@ def load_cifar10_arrays() -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
             f"CIFAR-10 is not in the Keras cache ({cached}) and cannot be downloaded (no network): "
             "pass an image folder with --data DIR (one subfolder per class), or connect once so Keras can cache it"
         )
+    import keras
+
     try:
         with contextlib.redirect_stdout(sys.stderr):  # Keras' download progress must not pollute stdout
             (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
