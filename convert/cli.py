@@ -10,6 +10,7 @@ from edgevision.convert.options import (
     DEFAULT_CALIB_SAMPLES,
     DEFAULT_FINE_TUNE_EPOCHS,
     DEFAULT_FINE_TUNE_LR,
+    DEFAULT_QAT_LR,
     INT8,
     IO_TYPES,
     QUANT_MODES,
@@ -43,7 +44,10 @@ _file = click.Path(dir_okay=False, path_type=Path)
 @click.option("--cluster", type=int, metavar="K", help="Cluster each layer's weights into K values with a short fine-tune.")
 @click.option("--fine-tune-epochs", type=click.IntRange(min=0), default=DEFAULT_FINE_TUNE_EPOCHS, show_default=True,
               help="Fine-tuning epochs for --prune and --cluster.")
-@click.option("--fine-tune-lr", type=float, default=DEFAULT_FINE_TUNE_LR, show_default=True, help="Learning rate for fine-tuning.")
+@click.option("--fine-tune-lr", type=float, default=DEFAULT_FINE_TUNE_LR, show_default=True,
+              help="Learning rate for the --prune / --cluster fine-tune.")
+@click.option("--qat-lr", type=float, default=DEFAULT_QAT_LR, show_default=True,
+              help="Learning rate for quantization-aware training (it only adapts to rounding: keep it small).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Batch size for fine-tuning.")
 @click.option("--train-data", "train_dir", type=_dir,
               help="Labelled images for fine-tuning (default: the run's training split).")
@@ -57,7 +61,7 @@ _file = click.Path(dir_okay=False, path_type=Path)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for sampling and fine-tuning.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress messages on stderr.")
 def convert(model, quant, out, all_modes, out_dir, io, calib_dir, calib_samples, eval_dir, eval_samples, no_eval,
-            qat_epochs, prune, cluster, fine_tune_epochs, fine_tune_lr, batch_size, train_dir, labels, preprocess,
+            qat_epochs, prune, cluster, fine_tune_epochs, fine_tune_lr, qat_lr, batch_size, train_dir, labels, preprocess,
             allow_tf_ops, unsafe_load, report_path, seed, quiet):
     """Convert MODEL (a run directory, a .keras file or a SavedModel) to TensorFlow Lite.
 
@@ -82,7 +86,7 @@ def convert(model, quant, out, all_modes, out_dir, io, calib_dir, calib_samples,
     if out_dir is not None and not all_modes:
         raise UsageError("--out-dir is for --all; for one model give --out FILE.tflite")
     optimizations = Optimizations(qat_epochs=qat_epochs, prune=prune, cluster=cluster, fine_tune_epochs=fine_tune_epochs,
-                                  learning_rate=fine_tune_lr, batch_size=batch_size, seed=seed)
+                                  learning_rate=fine_tune_lr, qat_learning_rate=qat_lr, batch_size=batch_size, seed=seed)
     options = ConvertOptions(quant=quant, io=io, labels=labels, preprocess=preprocess, calib_dir=calib_dir,
                              calib_samples=calib_samples, eval_dir=eval_dir, eval_samples=eval_samples,
                              evaluate=not no_eval, train_dir=train_dir, optimizations=optimizations,

@@ -87,11 +87,12 @@ def recalibrate_batch_norm(model, x: np.ndarray, batch_size: int) -> int:
     return batches
 
 
-def _fit(model, x, y, epochs: int, opts: Optimizations, history: dict, key: str, callbacks=()) -> None:
+def _fit(model, x, y, epochs: int, opts: Optimizations, history: dict, key: str, callbacks=(),
+         learning_rate: Optional[float] = None) -> None:
     import tf_keras
 
     model.compile(
-        optimizer=tf_keras.optimizers.Adam(opts.learning_rate),
+        optimizer=tf_keras.optimizers.Adam(learning_rate or opts.learning_rate),
         loss=tf_keras.losses.SparseCategoricalCrossentropy(),  # the models end in a softmax
         metrics=["accuracy"],
     )
@@ -163,7 +164,7 @@ def _qat(model, x, y, opts, result):
             qat_model = quant.quantize_model(model)
     except Exception as e:
         raise ConversionError(f"tfmot cannot make this model quantization-aware: {str(e).splitlines()[0][:300]}") from e
-    _fit(qat_model, x, y, opts.qat_epochs, opts, result.history, "qat")
+    _fit(qat_model, x, y, opts.qat_epochs, opts, result.history, "qat", learning_rate=opts.qat_learning_rate)
     if opts.cluster is not None:
         qat_model = tfmot.experimental.combine.strip_clustering_cqat(qat_model)
     return qat_model

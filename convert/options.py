@@ -21,6 +21,9 @@ IO_TYPES: Tuple[str, ...] = ("int8", "uint8", FLOAT32)
 DEFAULT_CALIB_SAMPLES = 500  # TFLite's guidance is a few hundred; more barely moves the ranges.
 DEFAULT_FINE_TUNE_EPOCHS = 2
 DEFAULT_FINE_TUNE_LR = 1e-4  # small: the model is already trained; this only lets it adapt to the constraint.
+# QAT only has to adapt to rounding, and Adam at 1e-4 without the training augmentation overfits a trained model:
+# measured on the CIFAR-10 CNN (89.16 % float), 1 QAT epoch gave 87.74 % at 1e-4 and 89.30 % at 1e-5.
+DEFAULT_QAT_LR = 1e-5
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,8 @@ class Optimizations:
     prune: Optional[float] = None  # final sparsity, 0 < s < 1
     cluster: Optional[int] = None  # number of weight clusters per layer
     fine_tune_epochs: int = DEFAULT_FINE_TUNE_EPOCHS  # for pruning and clustering
-    learning_rate: float = DEFAULT_FINE_TUNE_LR
+    learning_rate: float = DEFAULT_FINE_TUNE_LR  # for pruning and clustering
+    qat_learning_rate: float = DEFAULT_QAT_LR
     batch_size: int = 32
     seed: int = 0
 
@@ -49,6 +53,8 @@ class Optimizations:
             )
         if self.learning_rate <= 0:
             raise UsageError(f"--fine-tune-lr must be positive, got {self.learning_rate}")
+        if self.qat_learning_rate <= 0:
+            raise UsageError(f"--qat-lr must be positive, got {self.qat_learning_rate}")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size must be positive, got {self.batch_size}")
 
@@ -92,6 +98,7 @@ class Optimizations:
             d["fine_tune_epochs"] = self.fine_tune_epochs
         if self.qat:
             d["qat_epochs"] = self.qat_epochs
+            d["qat_learning_rate"] = self.qat_learning_rate
         if self.active:
             d["learning_rate"] = self.learning_rate
             d["batch_size"] = self.batch_size

@@ -40,7 +40,7 @@ def kernel_tensors(model_bytes: bytes, ops=("CONV_2D", "FULLY_CONNECTED", "DEPTH
 
 
 def convert(tiny_run, tmp_path, variants, **opts):
-    options = ConvertOptions(optimizations=Optimizations(learning_rate=LR, **opts), eval_samples=30)
+    options = ConvertOptions(optimizations=Optimizations(learning_rate=LR, qat_learning_rate=LR, **opts), eval_samples=30)
     return run_conversion(tiny_run, variants, options, out_dir=tmp_path)
 
 
