@@ -94,32 +94,20 @@ _SPLITS: dict = {}
 
 
 def _load_run_split(run):
-    """load_split for a run, once per process: decoding a dataset is the slow part, and QAT needs both halves."""
-    from edgevision.train.data import load_split
+    """The run's split, once per process: decoding a dataset is the slow part, and QAT needs both halves."""
+    from edgevision.train.data import reload_split
 
     key = str(Path(run.path).resolve())
     if key not in _SPLITS:
-        settings = run.settings
-        data = settings.get("data")
-        if not data:
-            raise DataError(f"{run.path}/run.json does not record the training data; pass the images explicitly")
         try:
-            _SPLITS[key] = load_split(
-                data,
-                run.preprocess,
-                val_split=settings.get("val_split", 0.1),
-                seed=settings.get("seed", 0),
-                val_data=settings.get("val_data"),
-                limit_per_class=settings.get("limit_per_class"),
-            )
+            _SPLITS[key] = reload_split(run)
         except EdgeVisionError as e:
             raise DataError(f"cannot reload the data of run {run.path} ({e})") from e
     return _SPLITS[key]
 
 
 def run_split(run, which: str, limit: Optional[int] = None, seed: int = 0) -> ImageSet:
-    """The training or validation split of a run, recomputed exactly as `edgevision train` made it
-    (the same call as edgevision.train.data.validation_arrays)."""
+    """The training or validation split of a run, recomputed exactly as `edgevision train` made it."""
     split = _load_run_split(run)
     x, y = (split.x_train, split.y_train) if which == "training" else (split.x_val, split.y_val)
     index = _subsample(len(x), limit, seed)

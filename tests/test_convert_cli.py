@@ -105,3 +105,22 @@ def test_usage_errors(tiny_run, tmp_path):
     assert_one_line_error(run_cli("convert", tiny_run, "--quant", "dynamic", "--qat-epochs", "1", "-q"), "int8", code=2)
     assert_one_line_error(run_cli("convert", tiny_run, "--prune", "1.5", "-q"), "sparsity", code=2)
     assert_one_line_error(run_cli("convert", tiny_run, "--out", tmp_path / "m.onnx", "-q"), ".tflite", code=2)
+
+
+def test_run_trained_with_a_relative_data_path_converts_from_another_directory(tmp_path):
+    """run.json records --data as typed; calibration must use the recorded absolute path, not the current cwd."""
+    from _convert_helpers import make_shapes_folder
+
+    train_cwd = tmp_path / "project"
+    make_shapes_folder(train_cwd / "data", per_class=12, corrupt=False)
+    trained = run_cli("train", "cnn", "--data", "data", "--out", "run", "--epochs", "1", "--batch-size", "8",
+                      cwd=train_cwd)
+    assert trained.returncode == 0, trained.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = run_cli("convert", train_cwd / "run", "--quant", "int8", "--out", "m.tflite", "--no-eval", cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    from edgevision.edge_runtime.metadata import read_metadata
+
+    calibration = read_metadata((elsewhere / "m.tflite").read_bytes())["calibration"]
+    assert "training split" in calibration["source"] and calibration["n"] > 0

@@ -169,11 +169,12 @@ def _limit(x, y, per_class, seed):
     return x[idx], y[idx]
 
 
-def validation_arrays(run) -> Tuple[np.ndarray, np.ndarray]:
-    """The validation images of a run (uint8, model colour order, input size) and labels, as in training.
+def reload_split(run) -> SplitData:
+    """A run's training and validation data, recomputed exactly as `edgevision train` made them.
 
-    `run` is a run directory or a RunInfo. The split is recomputed from what run.json recorded, so it is
-    exactly the one the model never trained on.
+    `run` is a run directory or a RunInfo. The split is rebuilt from what run.json recorded (the absolute
+    data paths, the fraction and the seed), so the validation half is exactly the one the model never
+    trained on, whatever the current working directory.
     """
     from edgevision.train.run_dir import RunInfo, load_run
 
@@ -181,7 +182,7 @@ def validation_arrays(run) -> Tuple[np.ndarray, np.ndarray]:
     settings = info.settings
     data = settings.get("data")
     if not data:
-        raise DataError(f"{info.path}/run.json does not record the training data; pass evaluation images explicitly")
+        raise DataError(f"{info.path}/run.json does not record the training data; pass the images explicitly")
     # The recorded absolute paths first: `data` is the path as typed, relative to where training ran.
     source = settings.get("data_source") or {}
     if source.get("kind") == "folder" and source.get("path"):
@@ -203,6 +204,12 @@ def validation_arrays(run) -> Tuple[np.ndarray, np.ndarray]:
             f"the training data now has classes {list(split.classes)} but {info.path} was trained on "
             f"{list(info.labels)}; the validation set cannot be rebuilt"
         )
+    return split
+
+
+def validation_arrays(run) -> Tuple[np.ndarray, np.ndarray]:
+    """The validation images of a run (uint8, model colour order, input size) and labels, as in training."""
+    split = reload_split(run)
     return split.x_val, split.y_val
 
 
