@@ -131,7 +131,7 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=40, help="images in the sample clip")
     args = parser.parse_args(argv)
 
-    from edgevision.bundled import BUNDLED, DEFAULT_MODEL, MODELS_DIR
+    from edgevision.bundled import DEFAULT_MODEL, list_bundled
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
             _say(f"on the CIFAR-10 clip: {hits}/{len(per_image)} images labelled correctly")
     sheet = _contact_sheet(annotated, out / "frames.png") if annotated.exists() else None
 
-    bundled = [name for name, f in BUNDLED.items() if (MODELS_DIR / f).is_file()]
+    bundled = [m.name for m in list_bundled()]
     bench_models = bundled or [model]
     result = _cli("bench", *bench_models, "--threads", "1,2", "--warmup", "10", "--runs", "100",
                   "--json", str(out / "bench.json"), "--md", str(out / "bench.md"))
