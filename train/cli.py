@@ -27,6 +27,9 @@ def _common(f):
         click.option("--learning-rate", type=float, default=None, help="Peak learning rate (default depends on the model)."),
         click.option("--weight-decay", type=float, default=5e-3, show_default=True, help="Decoupled weight decay."),
         click.option("--label-smoothing", type=float, default=0.1, show_default=True),
+        click.option("--cutout", type=int, default=None,
+                     help="Side in pixels of a random square blanked out of each training image; 0 disables "
+                          "[default: 8 for cnn, 0 for mobilenetv2]."),
         click.option("--limit-per-class", type=int, default=None,
                      help="Use at most N images per class (quick experiments and tests)."),
         click.option("--resume", is_flag=True,

@@ -32,7 +32,7 @@ class Augmentation:
 
     flip: bool = True
     pad: int = 4  # pixels of reflection padding before a random crop back to size; 0 disables
-    cutout: int = 0  # side of a random square zeroed out (in pixels); 0 disables
+    cutout: int = 0  # side of a random square blanked out (in pixels); 0 disables
 
 
 @dataclass
@@ -241,6 +241,9 @@ def make_batches(
             super().__init__(workers=1, use_multiprocessing=False)
             self.epoch = 0
             self._order = self._permutation()
+            # Cutout fills with the normalisation mean, so a blanked square becomes zero after normalize():
+            # "no information" to the network, not a black patch with its own statistics.
+            self._blank = np.clip(np.rint(preprocess.mean), 0, 255).astype(x.dtype)
             if augment and augment.pad:
                 p = augment.pad
                 self._padded = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect")
@@ -282,7 +285,8 @@ def make_batches(
                 c = augment.cutout
                 cy, cx = rng.integers(0, h, n), rng.integers(0, w, n)
                 for k in range(n):
-                    batch[k, max(0, cy[k] - c // 2) : cy[k] + c // 2, max(0, cx[k] - c // 2) : cx[k] + c // 2] = 0
+                    top, left = max(0, cy[k] - c // 2), max(0, cx[k] - c // 2)
+                    batch[k, top : cy[k] + c // 2, left : cx[k] + c // 2] = self._blank
             return batch
 
         def on_epoch_end(self):

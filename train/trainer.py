@@ -53,6 +53,7 @@ class TrainSettings:
     weight_decay: float = 5e-3  # decoupled (AdamW-style): ~5e-4 classic L2 under momentum 0.9
     label_smoothing: float = 0.1
     warmup_fraction: float = 0.15
+    cutout: Optional[int] = None  # side of the cutout square in pixels; None: the architecture's default
     limit_per_class: Optional[int] = None
     # MobileNetV2 only
     input_size: int = 96
@@ -67,6 +68,8 @@ class TrainSettings:
             raise UsageError(f"unknown architecture {self.arch!r}; expected one of {ARCHITECTURES}")
         if self.epochs < 1:
             raise UsageError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.cutout is not None and self.cutout < 0:
+            raise UsageError(f"--cutout must be 0 (off) or a positive number of pixels, got {self.cutout}")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.arch == "mobilenetv2" and not 0 <= self.head_epochs <= self.epochs:
@@ -89,6 +92,15 @@ class RunResult:
     epochs_run: int
     resumed_from: int
     seconds: float
+
+
+def cutout_for(settings: TrainSettings) -> int:
+    """Cutout is on by default for the CNN only: its 30-epoch run without it ended at 97.6 % training vs 89.2 %
+    validation accuracy (overfitting), whereas MobileNetV2's short fine-tune is not limited by overfitting.
+    8 px on 32 px images is the size used by the fast 24-epoch CIFAR-10 schedules."""
+    if settings.cutout is not None:
+        return settings.cutout
+    return 8 if settings.arch == "cnn" else 0
 
 
 def phases_for(settings: TrainSettings) -> List[Phase]:
@@ -372,6 +384,7 @@ def train(settings: TrainSettings, echo: Callable[[str], None] = log.info, verbo
     out.mkdir(parents=True, exist_ok=True)
     preprocess.save(out / rd.PREPROCESS)
     atomic.write_text(out / rd.LABELS, "\n".join(split.classes) + "\n")
+    augment = Augmentation(flip=True, pad=split.x_train.shape[1] // 8, cutout=cutout_for(settings))
     run_info = {
         "edgevision": __version__,
         "keras": keras.__version__,
@@ -380,6 +393,7 @@ def train(settings: TrainSettings, echo: Callable[[str], None] = log.info, verbo
         "machine": platform.platform(),
         "precision_policy": policy,
         "settings": dataclasses.asdict(settings),
+        "augmentation": dataclasses.asdict(augment),  # resolved: what the defaults meant for this run
         "data_source": split.source,
         "num_train": int(len(split.x_train)),
         "num_val": int(len(split.x_val)),
@@ -394,7 +408,6 @@ def train(settings: TrainSettings, echo: Callable[[str], None] = log.info, verbo
     atomic.write_json(out / rd.RUN, run_info)
 
     num_classes = len(split.classes)
-    augment = Augmentation(flip=True, pad=split.x_train.shape[1] // 8)
     train_batches = make_batches(
         split.x_train, split.y_train, preprocess, settings.batch_size, settings.seed, augment, True, num_classes
     )
