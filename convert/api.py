@@ -252,14 +252,14 @@ def _fine_tune_set(src, options):
 
     if options.train_dir is not None:
         return calibration.labelled_folder(options.train_dir, src.labels, src.preprocess, seed=options.seed,
-                                           purpose="fine-tuning")
+                                           limit=options.train_samples, purpose="fine-tuning")
     if src.run is None:
         raise UsageError(
             "--qat-epochs, --prune and --cluster fine-tune the model and need labelled training images: "
             "pass --train-data DIR (one subfolder per class) or convert a run directory"
         )
     try:
-        return calibration.run_split(src.run, "training", seed=options.seed)
+        return calibration.run_split(src.run, "training", limit=options.train_samples, seed=options.seed)
     except DataError as e:
         raise DataError(f"fine-tuning needs the training images: {e}; pass --train-data DIR") from e
 

@@ -51,6 +51,8 @@ _file = click.Path(dir_okay=False, path_type=Path)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Batch size for fine-tuning.")
 @click.option("--train-data", "train_dir", type=_dir,
               help="Labelled images for fine-tuning (default: the run's training split).")
+@click.option("--train-samples", type=click.IntRange(min=1),
+              help="Fine-tune on at most this many of those images (seeded sample), e.g. for QAT of a large model.")
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Class names, one per line (overrides the run's).")
 @click.option("--preprocess", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="preprocess.json for a bare .keras file or SavedModel (input size, colour order, mean, std).")
@@ -61,7 +63,7 @@ _file = click.Path(dir_okay=False, path_type=Path)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for sampling and fine-tuning.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress messages on stderr.")
 def convert(model, quant, out, all_modes, out_dir, io, calib_dir, calib_samples, eval_dir, eval_samples, no_eval,
-            qat_epochs, prune, cluster, fine_tune_epochs, fine_tune_lr, qat_lr, batch_size, train_dir, labels, preprocess,
+            qat_epochs, prune, cluster, fine_tune_epochs, fine_tune_lr, qat_lr, batch_size, train_dir, train_samples, labels, preprocess,
             allow_tf_ops, unsafe_load, report_path, seed, quiet):
     """Convert MODEL (a run directory, a .keras file or a SavedModel) to TensorFlow Lite.
 
@@ -89,7 +91,7 @@ def convert(model, quant, out, all_modes, out_dir, io, calib_dir, calib_samples,
                                   learning_rate=fine_tune_lr, qat_learning_rate=qat_lr, batch_size=batch_size, seed=seed)
     options = ConvertOptions(quant=quant, io=io, labels=labels, preprocess=preprocess, calib_dir=calib_dir,
                              calib_samples=calib_samples, eval_dir=eval_dir, eval_samples=eval_samples,
-                             evaluate=not no_eval, train_dir=train_dir, optimizations=optimizations,
+                             evaluate=not no_eval, train_dir=train_dir, train_samples=train_samples, optimizations=optimizations,
                              allow_tf_ops=allow_tf_ops, unsafe_load=unsafe_load, seed=seed)
     from edgevision.native_log import quiet_native_stderr
 

@@ -129,6 +129,8 @@ class ConvertOptions:
         validation split when the model comes from a run directory.
     train_dir: labelled images for the fine-tuning of QAT, pruning and clustering; default: the run's
         training split.
+    train_samples: fine-tune on a seeded sample of at most this many of them (QAT only has to adapt to
+        rounding, and a fraction of an epoch of a large model is often enough).
     """
 
     quant: str = INT8
@@ -141,6 +143,7 @@ class ConvertOptions:
     eval_samples: Optional[int] = None
     evaluate: bool = True
     train_dir: Optional[Path] = None
+    train_samples: Optional[int] = None
     optimizations: Optimizations = field(default_factory=Optimizations)
     allow_tf_ops: bool = False
     unsafe_load: bool = False
@@ -155,6 +158,8 @@ class ConvertOptions:
             raise UsageError(f"--calib-samples must be at least 1, got {self.calib_samples}")
         if self.eval_samples is not None and self.eval_samples < 1:
             raise UsageError(f"--eval-samples must be at least 1, got {self.eval_samples}")
+        if self.train_samples is not None and self.train_samples < 1:
+            raise UsageError(f"--train-samples must be at least 1, got {self.train_samples}")
 
     def io_for(self, quant: str) -> Tuple[str, str]:
         """(input type, output type) of a model in mode `quant`."""

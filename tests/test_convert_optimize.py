@@ -39,13 +39,15 @@ def kernel_tensors(model_bytes: bytes, ops=("CONV_2D", "FULLY_CONNECTED", "DEPTH
     return out
 
 
-def convert(tiny_run, tmp_path, variants, **opts):
-    options = ConvertOptions(optimizations=Optimizations(learning_rate=LR, qat_learning_rate=LR, **opts), eval_samples=30)
+def convert(tiny_run, tmp_path, variants, train_samples=None, **opts):
+    options = ConvertOptions(optimizations=Optimizations(learning_rate=LR, qat_learning_rate=LR, **opts), eval_samples=30,
+                             train_samples=train_samples)
     return run_conversion(tiny_run, variants, options, out_dir=tmp_path)
 
 
 def test_qat(tiny_run, tmp_path):
-    report = convert(tiny_run, tmp_path, [Variant("int8", optimized=True)], qat_epochs=2)
+    report = convert(tiny_run, tmp_path, [Variant("int8", optimized=True)], qat_epochs=2, train_samples=40)
+    assert report.fine_tune["n"] == 40  # --train-samples: a seeded sample of the run's training split
     (v,) = report.variants
     assert v.variant == "int8-qat" and v.path.name == "run-int8-qat.tflite"
     assert len(report.fine_tune and v.optimizations and report.variants[0].optimizations["steps"]) == 1
