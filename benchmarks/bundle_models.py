@@ -26,6 +26,17 @@ def _pct(x) -> str:
     return f"{x * 100:.2f} %" if isinstance(x, (int, float)) else "-"
 
 
+def _augmentation(aug) -> str:
+    if not aug:
+        return "not recorded (a run from before edgevision recorded it: random flips and 4-pixel translations)"
+    parts = ["random horizontal flips"] if aug.get("flip") else []
+    if aug.get("pad"):
+        parts.append(f"translations of up to {aug['pad']} pixels (reflection pad, random crop)")
+    if aug.get("cutout"):
+        parts.append(f"cutout {aug['cutout']}x{aug['cutout']} pixels")
+    return ", ".join(parts) or "none"
+
+
 def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, convert_cmd: str) -> str:
     s = run.get("settings", {})
     m = meta.get("metrics", {})
@@ -48,6 +59,7 @@ def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, c
         f"(stratified split, fraction {s.get('val_split')}, seed {s.get('seed')})",
         f"- Epochs: {s.get('epochs')}, batch size {s.get('batch_size')}, seed {s.get('seed')}, "
         f"precision {run.get('precision_policy')}",
+        f"- Augmentation: {_augmentation(run.get('augmentation'))}",
         f"- Training time: {run.get('train_seconds', 0) / 60:.1f} min on {run.get('machine')} "
         "(a 2-core CPU shared with other work, so this is an upper bound)",
         f"- Parameters: {run.get('parameters'):,}" if run.get("parameters") else "- Parameters: -",
