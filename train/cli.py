@@ -52,9 +52,9 @@ def cnn(**kwargs):
 
     \b
     Example:
-      edgevision train cnn --data cifar10 --out runs/cnn --epochs 30
+      edgevision train cnn --data cifar10 --out runs/cnn --epochs 35
     """
-    _run("cnn", kwargs, default_epochs=30, default_batch=256)
+    _run("cnn", kwargs, default_epochs=35, default_batch=256)
 
 
 @train.command("mobilenetv2")
