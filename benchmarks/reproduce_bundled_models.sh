@@ -35,15 +35,15 @@ for m in cifar10-cnn cifar10-mobilenetv2; do
   done
 done
 
-# The CNN ships its QAT int8 model (the most accurate int8 variant); MobileNetV2 its post-training int8.
-python -m edgevision.benchmarks.bundle_models --name cifar10-cnn --run "$work/cifar10-cnn" \
-  --tflite "$work/variants/cifar10-cnn/cifar10-cnn-int8-qat.tflite" \
-  --train-command "edgevision ${cnn_train[*]}" \
-  --convert-command "edgevision convert $work/cifar10-cnn --quant int8 --qat-epochs 1 --out $work/variants/cifar10-cnn/cifar10-cnn-int8-qat.tflite"
-python -m edgevision.benchmarks.bundle_models --name cifar10-mobilenetv2 --run "$work/cifar10-mobilenetv2" \
-  --tflite "$work/variants/cifar10-mobilenetv2/cifar10-mobilenetv2-int8.tflite" \
-  --train-command "edgevision ${mnv2_train[*]}" \
-  --convert-command "edgevision convert $work/cifar10-mobilenetv2 --all --out-dir $work/variants/cifar10-mobilenetv2"
+# Both ship their post-training int8 model: for these runs it was as accurate as QAT int8 (CNN 89.68 % vs
+# 89.58 %) and it is the one a user gets from a plain `convert --quant int8`.
+bundle() {  # NAME TRAINING-COMMAND-WORDS...
+  local m=$1; shift
+  python -m edgevision.benchmarks.bundle_models --name "$m" --run "$work/$m" --tflite "$work/variants/$m/$m-int8.tflite" \
+    --train-command "edgevision $*" --convert-command "edgevision convert $work/$m --all --out-dir $work/variants/$m"
+}
+bundle cifar10-cnn "${cnn_train[@]}"
+bundle cifar10-mobilenetv2 "${mnv2_train[@]}"
 
 python -m edgevision.benchmarks.run --suite "cifar10-cnn=$work/variants/cifar10-cnn" \
   --suite "cifar10-mobilenetv2=$work/variants/cifar10-mobilenetv2"
