@@ -48,6 +48,7 @@ def convert(tiny_run, tmp_path, variants, train_samples=None, **opts):
 def test_qat(tiny_run, tmp_path):
     report = convert(tiny_run, tmp_path, [Variant("int8", optimized=True)], qat_epochs=2, train_samples=40)
     assert report.fine_tune["n"] == 40  # --train-samples: a seeded sample of the run's training split
+    assert any("QAT ran only 4 steps" in note for note in report.warnings)  # 40 images x 2 epochs / batch 32
     (v,) = report.variants
     assert v.variant == "int8-qat" and v.path.name == "run-int8-qat.tflite"
     assert len(report.fine_tune and v.optimizations and report.variants[0].optimizations["steps"]) == 1
