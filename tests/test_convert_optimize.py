@@ -135,3 +135,24 @@ def test_bridge_names_the_layers_it_cannot_carry_over():
     model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
     with pytest.raises(ConversionError, match=r"doubler \(Lambda\), ln \(LayerNormalization\)"):
         to_tf_keras(model)
+
+
+def test_qat_ranges_start_from_the_float_activations():
+    """tfmot starts every activation range at [-6, 6]; seeding puts them where the float model's activations are."""
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+
+    from edgevision.convert.optimize import seed_activation_ranges
+
+    inputs = tf_keras.Input((4,))
+    hidden = tf_keras.layers.Dense(8, name="dense")(inputs)
+    outputs = tf_keras.layers.ReLU(name="relu")(hidden)
+    model = tf_keras.Model(inputs, outputs)
+    x = np.random.default_rng(0).normal(scale=40.0, size=(64, 4)).astype(np.float32)  # activations far beyond 6
+    qat = tfmot.quantization.keras.quantize_model(model)
+    relu = qat.get_layer("quant_relu")
+    assert float(relu._output_quantizer_vars["max_var"].numpy()) == 6.0  # tfmot's start
+    assert seed_activation_ranges(qat, model, x, batch_size=16) >= 2  # the input and the ReLU output at least
+    batch_max = np.mean([model(x[i : i + 16]).numpy().max() for i in range(0, 64, 16)])
+    assert float(relu._output_quantizer_vars["max_var"].numpy()) == pytest.approx(batch_max, rel=1e-5)
+    assert batch_max > 20
