@@ -32,7 +32,8 @@ BN_RECALIBRATION_MAX_PASSES = 50  # on a tiny dataset, stop after this many pass
 # n training steps they have moved only 1 - 0.999**n of the way to the real ranges. Measured: MobileNetV2 QAT with
 # 157 steps left its residual-add ranges 13.5-14.8 wide where post-training calibration found 46-92, and scored 39 %
 # (float 89.8 %). seed_activation_ranges() now starts them from the float model's activations (ranges 37-75 wide,
-# 74 %); the rest of that gap is not explained yet, so short QAT runs are still flagged in the report. The CNN with
+# 74 %). The rest of the gap is probably tfmot 0.8's depthwise weight quantizer: it is per-axis on the kernel's
+# last axis, the depth multiplier, i.e. per tensor (the QAT graph scored 9 % before training). The CNN with
 # 1,406 steps lost 0.08 points.
 QAT_MIN_STEPS = 2000
 RANGE_SEED_IMAGES = 256  # images whose float activations seed QAT's ranges
