@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 from edgevision.errors import UsageError
-
-
-DEFAULT_HEAD_EPOCHS = 2
+# No TensorFlow or Keras behind this import: the defaults below are read from the settings dataclass, the one
+# place they are written down.
+from edgevision.train.trainer import CNN_CUTOUT, TrainSettings
 
 
 def _common(f):
@@ -18,18 +18,18 @@ def _common(f):
                      help="Run directory: model, labels, preprocessing, reports and checkpoints go here."),
         click.option("--epochs", type=int, default=None, help="Epochs in all (default depends on the model)."),
         click.option("--batch-size", type=int, default=None, help="Images per step (default depends on the model)."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split, initialisation and augmentation."),
-        click.option("--val-split", type=float, default=0.1, show_default=True,
+        click.option("--seed", type=int, default=TrainSettings.seed, show_default=True, help="Seeds the split, initialisation and augmentation."),
+        click.option("--val-split", type=float, default=TrainSettings.val_split, show_default=True,
                      help="Fraction of each class held out for validation (stratified, seeded)."),
         click.option("--val-data", type=click.Path(file_okay=False), default=None,
                      help="A separate validation folder (overrides --val-split)."),
         click.option("--mixed-precision", is_flag=True, help="float16 on GPUs (bfloat16 on CPUs) for speed."),
         click.option("--learning-rate", type=float, default=None, help="Peak learning rate (default depends on the model)."),
-        click.option("--weight-decay", type=float, default=5e-3, show_default=True, help="Decoupled weight decay."),
-        click.option("--label-smoothing", type=float, default=0.1, show_default=True),
+        click.option("--weight-decay", type=float, default=TrainSettings.weight_decay, show_default=True, help="Decoupled weight decay."),
+        click.option("--label-smoothing", type=float, default=TrainSettings.label_smoothing, show_default=True),
         click.option("--cutout", type=int, default=None,
                      help="Side in pixels of a random square blanked out of each training image; 0 disables "
-                          "[default: 8 for cnn, 0 for mobilenetv2]."),
+                          f"[default: {CNN_CUTOUT} for cnn, 0 for mobilenetv2]."),
         click.option("--limit-per-class", type=int, default=None,
                      help="Use at most N images per class (quick experiments and tests)."),
         click.option("--resume", is_flag=True,
@@ -59,16 +59,16 @@ def cnn(**kwargs):
 
 @train.command("mobilenetv2")
 @_common
-@click.option("--weights", default="imagenet", show_default=True,
+@click.option("--weights", default=TrainSettings.weights, show_default=True,
               help="imagenet (Keras download and cache), none (random init) or a weights file path.")
-@click.option("--input-size", type=int, default=160, show_default=True,
+@click.option("--input-size", type=int, default=TrainSettings.input_size, show_default=True,
               help="Square input size, 96 to 224 (CIFAR-10 at 160: 89.8 % validation vs 88.3 % at 96, 2.8x the compute).")
-@click.option("--alpha", type=float, default=1.0, show_default=True, help="Width multiplier (ImageNet weights: 0.35-1.4).")
+@click.option("--alpha", type=float, default=TrainSettings.alpha, show_default=True, help="Width multiplier (ImageNet weights: 0.35-1.4).")
 @click.option("--head-epochs", type=int, default=None,
-              help="Epochs training only the new head [default: 2, or --epochs if that is smaller].")
-@click.option("--fine-tune-layers", type=int, default=100, show_default=True,
+              help=f"Epochs training only the new head [default: {TrainSettings.head_epochs}, or --epochs if that is smaller].")
+@click.option("--fine-tune-layers", type=int, default=TrainSettings.fine_tune_layers, show_default=True,
               help="Top layers of the base unfrozen in the fine-tuning phase (batch norm stays frozen).")
-@click.option("--fine-tune-learning-rate", type=float, default=3e-4, show_default=True)
+@click.option("--fine-tune-learning-rate", type=float, default=TrainSettings.fine_tune_learning_rate, show_default=True)
 def mobilenetv2(**kwargs):
     """MobileNetV2 transfer learning: a new head on the frozen base, then fine-tuning of its top layers.
 
@@ -98,14 +98,14 @@ def _train(arch: str, kwargs: dict, default_epochs: int, default_batch: int):
     from edgevision.errors import require
 
     require("keras", "train", "training")
-    from edgevision.train.trainer import TrainSettings, read_checkpoint_state, train as run_training
+    from edgevision.train.trainer import read_checkpoint_state, train as run_training
 
     resume = kwargs.pop("resume")
     kwargs["epochs"] = kwargs["epochs"] or default_epochs
     kwargs["batch_size"] = kwargs["batch_size"] or default_batch
     if arch == "mobilenetv2" and kwargs.get("head_epochs") is None:
         # `--epochs 1` should just work: the head phase then takes the one epoch there is.
-        kwargs["head_epochs"] = min(DEFAULT_HEAD_EPOCHS, kwargs["epochs"])
+        kwargs["head_epochs"] = min(TrainSettings.head_epochs, kwargs["epochs"])
     if resume and read_checkpoint_state(Path(kwargs["out"])) is None:
         raise UsageError(f"--resume: {kwargs['out']} has no checkpoint to continue from")
     settings = TrainSettings(arch=arch, **kwargs)
