@@ -19,7 +19,7 @@ from typing import Any, Iterator, List, Optional, Tuple
 
 from edgevision.edge_runtime.labels import align_labels, load_labels
 from edgevision.edge_runtime.preprocess import PreprocessConfig
-from edgevision.errors import EdgeVisionError, LabelsError, ModelError, UsageError
+from edgevision.errors import EdgeVisionError, LabelsError, ModelError, UsageError, first_line
 
 KERAS, SAVED_MODEL, RUN = "keras", "saved_model", "run"
 LABELS_FILE, PREPROCESS_FILE = "labels.txt", "preprocess.json"
@@ -187,7 +187,7 @@ def load_keras(path: Path, unsafe_load: bool = False):
     except EdgeVisionError:
         raise
     except Exception as e:  # Keras raises ValueError/TypeError/OSError/KeyError for broken or foreign files
-        raise ModelError(f"cannot load Keras model {path}: {_first_line(e)}") from e
+        raise ModelError(f"cannot load Keras model {path}: {first_line(e, 300)}") from e
 
 
 # --- SavedModel ----------------------------------------------------------------------------------------
@@ -197,7 +197,7 @@ def load_saved_model(path: Path):
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as e:
-        raise ModelError(f"cannot load SavedModel {path}: {_first_line(e)}") from e
+        raise ModelError(f"cannot load SavedModel {path}: {first_line(e, 300)}") from e
     if "serving_default" not in getattr(loaded, "signatures", {}):
         raise ModelError(f"SavedModel {path} has no 'serving_default' signature; export it with model.export(dir)")
     return loaded
@@ -256,7 +256,3 @@ def check_model_matches(src: SourceModel) -> None:
         )
     src.labels = align_labels(src.labels, int(out_shape[-1]), source="the labels file")
 
-
-def _first_line(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0][:300] if lines else type(error).__name__

@@ -15,7 +15,7 @@ from typing import Callable, List, Optional
 import numpy as np
 
 from edgevision.convert.options import Optimizations
-from edgevision.errors import ConversionError
+from edgevision.errors import ConversionError, first_line
 
 #: Pruning ramps the sparsity up over this fraction of the fine-tuning steps, leaving the rest to recover.
 PRUNE_RAMP_FRACTION = 0.7
@@ -108,7 +108,7 @@ def _fit(model, x, y, epochs: int, opts: Optimizations, history: dict, key: str,
     try:
         h = model.fit(x, y, batch_size=opts.batch_size, epochs=epochs, shuffle=True, verbose=0, callbacks=list(callbacks))
     except Exception as e:  # tfmot/tf_keras raise ValueError/TypeError deep inside for unsupported graphs
-        raise ConversionError(f"{key} fine-tuning failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from e
+        raise ConversionError(f"{key} fine-tuning failed: {type(e).__name__}: {first_line(e, 300)}") from e
     history[key] = {k: [float(v) for v in vals] for k, vals in h.history.items()}
 
 
@@ -131,7 +131,7 @@ def _prune(model, x, y, opts, result):
     try:
         pruned = sparsity.prune_low_magnitude(model, pruning_schedule=schedule)
     except Exception as e:
-        raise ConversionError(f"tfmot cannot prune this model: {str(e).splitlines()[0][:300]}") from e
+        raise ConversionError(f"tfmot cannot prune this model: {first_line(e, 300)}") from e
     _fit(pruned, x, y, opts.fine_tune_epochs, opts, result.history, "prune", [sparsity.UpdatePruningStep()])
     model = sparsity.strip_pruning(pruned)
     recalibrate_batch_norm(model, x, opts.batch_size)
@@ -150,7 +150,7 @@ def _cluster(model, x, y, opts, result, preserve_sparsity: bool):
             preserve_sparsity=preserve_sparsity,
         )
     except Exception as e:
-        raise ConversionError(f"tfmot cannot cluster this model: {str(e).splitlines()[0][:300]}") from e
+        raise ConversionError(f"tfmot cannot cluster this model: {first_line(e, 300)}") from e
     _fit(clustered, x, y, opts.fine_tune_epochs, opts, result.history, "cluster")
     model = clustering.strip_clustering(clustered)
     recalibrate_batch_norm(model, x, opts.batch_size)
@@ -172,7 +172,7 @@ def _qat(model, x, y, opts, result):
         else:
             qat_model = quant.quantize_model(model)
     except Exception as e:
-        raise ConversionError(f"tfmot cannot make this model quantization-aware: {str(e).splitlines()[0][:300]}") from e
+        raise ConversionError(f"tfmot cannot make this model quantization-aware: {first_line(e, 300)}") from e
     seed_activation_ranges(qat_model, model, x, opts.batch_size)
     _fit(qat_model, x, y, opts.qat_epochs, opts, result.history, "qat", learning_rate=opts.qat_learning_rate)
     steps = _steps(len(x), opts, opts.qat_epochs)

@@ -17,7 +17,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from edgevision.convert.options import DYNAMIC, FLOAT16, FLOAT32, INT8, INT16X8, QUANT_MODES
-from edgevision.errors import ConversionError, DataError, UsageError
+from edgevision.errors import ConversionError, DataError, UsageError, first_line
 
 
 @contextlib.contextmanager
@@ -138,5 +138,5 @@ def conversion_error(error: Exception, quant: str, allow_tf_ops: bool) -> Conver
 
 
 def _first_line(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip() and not line.strip().startswith("<unknown>")]
-    return lines[0][:400] if lines else type(error).__name__
+    # The converter's MLIR diagnostics start many lines with "<unknown>" (no source location): not the reason.
+    return first_line(error, 400, skip=("<unknown>",))

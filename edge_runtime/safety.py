@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from edgevision.errors import ModelError
+from edgevision.errors import ModelError, first_line
 
 #: Bump when the checks change, so that verdicts cached by an older edgevision are not trusted.
 VERIFIER_VERSION = 1
@@ -344,7 +344,7 @@ def _child_verify(data: bytes, backend: str, name: str) -> dict:
         try:
             interpreter.invoke()
         except (ValueError, RuntimeError) as e:
-            raise ModelError(f"{name}: the interpreter cannot run this model ({str(e).strip().splitlines()[0]})") from e
+            raise ModelError(f"{name}: the interpreter cannot run this model ({first_line(e)})") from e
         return {"ok": True, "signature": signature.to_dict()}
     except EdgeVisionError as e:
         return {"ok": False, "error": str(e)}

@@ -6,6 +6,8 @@ stderr and a non-zero exit status. Messages say what was received, what was expe
 
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 
 class EdgeVisionError(Exception):
     """Base class: a problem with the user's input, files or environment, not a bug."""
@@ -48,6 +50,15 @@ class SourceError(EdgeVisionError):
 
 class DependencyError(EdgeVisionError):
     """An optional dependency (an extra) that this command needs is not installed."""
+
+
+def first_line(error: BaseException, limit: Optional[int] = None, skip: Sequence[str] = ()) -> str:
+    """The first meaningful line of an exception from a library (TensorFlow, Keras, h5py, tfmot), for a
+    one-line message: their texts run to pages. Lines starting with a `skip` prefix are passed over; an
+    exception without text gives its type's name."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    lines = [line for line in lines if line and not line.startswith(tuple(skip))]
+    return lines[0][:limit] if lines else type(error).__name__
 
 
 def require(module: str, extra: str, purpose: str):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from edgevision.edge_runtime.preprocess import MINUS_ONE_TO_ONE, PreprocessConfig
-from edgevision.errors import UsageError
+from edgevision.errors import UsageError, first_line
 
 CNN_INPUT = (32, 32)
 MOBILENET_SIZES = (96, 224)  # the input sizes MobileNetV2's ImageNet weights are meant for, inclusive
@@ -90,8 +90,7 @@ def build_mobilenetv2(
     except Exception as e:  # the download failed after all (proxy, truncated file): same two ways out
         if keras_weights != "imagenet":
             raise
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(offline_weights_message(alpha, input_size, f"Keras could not get them ({reason})")) from e
+        raise UsageError(offline_weights_message(alpha, input_size, f"Keras could not get them ({first_line(e)})")) from e
     if weights_file:
         load_weights_file(base, weights_file)
     inputs = keras.Input(shape=(input_size, input_size, 3), name="image")

@@ -18,7 +18,7 @@ import numpy as np
 
 from edgevision.edge_runtime.datasets import decode_folder, scan_image_folder
 from edgevision.edge_runtime.preprocess import PreprocessConfig, normalize, prepare_pixels
-from edgevision.errors import DataError, UsageError
+from edgevision.errors import DataError, UsageError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +87,8 @@ def load_cifar10_arrays() -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
         with contextlib.redirect_stdout(sys.stderr):  # Keras' download progress must not pollute stdout
             (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
     except Exception as e:  # urllib's URLError, socket errors, a truncated cache: all mean "not available"
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(
-            f"could not get CIFAR-10 through Keras ({reason}); "
+            f"could not get CIFAR-10 through Keras ({first_line(e)}); "
             "pass an image folder instead with --data DIR (one subfolder per class)"
         ) from e
     return x_train, y_train.reshape(-1).astype(np.int64), x_test, y_test.reshape(-1).astype(np.int64)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Optional, Tuple
 
-from edgevision.errors import UsageError
+from edgevision.errors import UsageError, first_line
 
 #: The widths and input sizes Keras publishes MobileNetV2 ImageNet weights for (keras.applications.MobileNetV2).
 IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
@@ -101,18 +101,13 @@ def load_weights_file(base, path: str) -> None:
         return
     except ValueError as e:
         if "layer count mismatch" not in str(e).lower():
-            raise UsageError(f"--weights {path} does not fit MobileNetV2 with this --alpha: {_first_line(e)}") from e
+            raise UsageError(f"--weights {path} does not fit MobileNetV2 with this --alpha: {first_line(e)}") from e
     except Exception as e:  # h5py raises OSError for non-HDF5 files; Keras many types for foreign ones
-        raise UsageError(f"cannot load weights from {path} (not a Keras/HDF5 weights file?): {_first_line(e)}") from e
+        raise UsageError(f"cannot load weights from {path} (not a Keras/HDF5 weights file?): {first_line(e)}") from e
     try:
         base.load_weights(path, by_name=True)
     except Exception as e:  # noqa: BLE001
-        raise UsageError(f"--weights {path} does not fit MobileNetV2 with this --alpha: {_first_line(e)}") from e
+        raise UsageError(f"--weights {path} does not fit MobileNetV2 with this --alpha: {first_line(e)}") from e
     after = first.get_weights()
     if before and all(np.array_equal(a, b) for a, b in zip(before, after)):
         raise UsageError(f"--weights {path}: none of its layers match MobileNetV2's; is it a MobileNetV2 weights file?")
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
