@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -212,6 +213,14 @@ def validation_arrays(run) -> Tuple[np.ndarray, np.ndarray]:
     return split.x_val, split.y_val
 
 
+def loader_threads() -> int:
+    """Threads preparing batches: 1 (in the training loop itself) on small CPUs, where the model already uses
+    every core; several on a workstation feeding a GPU, which otherwise waits on numpy between steps.
+    Batches are a pure function of (seed, epoch, index), so the count never changes what is trained on."""
+    cores = os.cpu_count() or 1
+    return 1 if cores <= 4 else min(8, cores // 2)
+
+
 def _keras_pydataset():
     import keras
 
@@ -237,7 +246,7 @@ def make_batches(
 
     class Batches(PyDataset):
         def __init__(self):
-            super().__init__(workers=1, use_multiprocessing=False)
+            super().__init__(workers=loader_threads(), use_multiprocessing=False)
             self.epoch = 0
             self._order = self._permutation()
             # Cutout fills with the normalisation mean, so a blanked square becomes zero after normalize():
