@@ -130,6 +130,8 @@ def test_cnn_run_directory_has_every_file(cnn_runs):
     run = json.loads((ref / "run.json").read_text())
     assert run["status"] == "complete" and run["settings"]["arch"] == "cnn" and run["epochs_completed"] == CNN_EPOCHS
     assert run["num_train"] + run["num_val"] == 30 and run["parameters"] <= 1_500_000
+    # What the defaults resolved to is recorded, not just the None that was typed.
+    assert run["weight_decay"] == 5e-3 and run["augmentation"] == {"flip": True, "pad": 4, "cutout": 8}
     report = json.loads((ref / "report.json").read_text())
     assert set(report["per_class"]) == set(CLASSES) and report["n"] == run["num_val"]
     assert {"precision", "recall", "f1", "support"} <= set(report["per_class"]["cat"])
@@ -327,3 +329,37 @@ def test_mobilenetv2_phases_freeze_what_they_should():
     assert trainable_paths == expected_paths
     assert changed and changed <= expected_paths, sorted(changed - expected_paths)[:5]
     assert any(p.startswith("logits") for p in changed) and any(not p.startswith("logits") for p in changed)
+
+
+def test_mobilenetv2_fine_tunes_the_whole_base_by_default():
+    """No --fine-tune-layers: every non-BN layer of the base trains in the fine-tuning phase."""
+    import keras
+
+    from edgevision.train.architectures import build_mobilenetv2
+    from edgevision.train.trainer import TrainSettings, _set_trainable_for_phase, phases_for
+
+    settings = TrainSettings(arch="mobilenetv2", data="unused", out="unused", epochs=2, batch_size=4, head_epochs=1,
+                             alpha=0.35, weights="none")
+    _, fine = phases_for(settings)
+    model, base = build_mobilenetv2(3, 96, alpha=0.35, weights="none")
+    _set_trainable_for_phase(model, fine, settings)
+    for layer in base.layers:
+        assert layer.trainable != isinstance(layer, keras.layers.BatchNormalization), layer.name
+
+
+def test_defaults_resolve_per_architecture():
+    import dataclasses
+
+    from edgevision.errors import UsageError
+    from edgevision.train.trainer import TrainSettings, cutout_for, weight_decay_for
+
+    cnn = TrainSettings(arch="cnn", data="d", out="o", epochs=1, batch_size=1)
+    mnv2 = TrainSettings(arch="mobilenetv2", data="d", out="o", epochs=1, batch_size=1, head_epochs=1)
+    # A quarter of the input side: the same patch of a CIFAR-10 image whether it is seen at 32 or 160 px.
+    assert (cutout_for(cnn, 32), cutout_for(mnv2, 160), cutout_for(mnv2, 224)) == (8, 40, 56)
+    assert cutout_for(dataclasses.replace(mnv2, cutout=0), 160) == 0
+    assert (weight_decay_for(cnn), weight_decay_for(mnv2)) == (5e-3, 5e-2)
+    assert weight_decay_for(dataclasses.replace(cnn, weight_decay=0.0)) == 0.0
+    for bad in ({"weight_decay": -0.1}, {"fine_tune_layers": -1}):
+        with pytest.raises(UsageError, match="must be 0 or more"):
+            TrainSettings(arch="mobilenetv2", data="d", out="o", epochs=1, batch_size=1, head_epochs=1, **bad)
