@@ -363,3 +363,12 @@ def test_defaults_resolve_per_architecture():
     for bad in ({"weight_decay": -0.1}, {"fine_tune_layers": -1}):
         with pytest.raises(UsageError, match="must be 0 or more"):
             TrainSettings(arch="mobilenetv2", data="d", out="o", epochs=1, batch_size=1, head_epochs=1, **bad)
+
+
+def test_a_run_that_ends_at_chance_level_is_flagged():
+    from edgevision.train.trainer import chance_level_warning
+
+    message = chance_level_warning(0.1, 10, 5000)
+    assert "10.0% is about chance" in message and "--fine-tune-learning-rate" in message
+    assert chance_level_warning(0.9, 10, 5000) is None
+    assert chance_level_warning(0.1, 10, 30) is None  # too few images to tell

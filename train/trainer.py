@@ -279,6 +279,20 @@ def _set_trainable_for_phase(model, phase: Phase, settings: TrainSettings) -> No
         layer.trainable = i >= cut and not isinstance(layer, keras.layers.BatchNormalization)
 
 
+def chance_level_warning(accuracy: float, num_classes: int, num_val: int) -> Optional[str]:
+    """A run that diverged still ends with "done"; say so. Seen: MobileNetV2 fine-tuned at a peak learning rate
+    of 1e-3 collapsed to a constant output (10.00 %, loss ln 10) with no error from the framework."""
+    chance = 1 / num_classes
+    # Below ~100 validation images, chance-level accuracy is too noisy to mean anything.
+    if num_val < 100 or accuracy > 1.5 * chance:
+        return None
+    return (
+        f"validation accuracy {accuracy:.1%} is about chance ({chance:.1%} for {num_classes} classes): the training "
+        "diverged or learned nothing; a lower peak learning rate (--learning-rate, and --fine-tune-learning-rate "
+        "for mobilenetv2) usually fixes it"
+    )
+
+
 def _build(settings: TrainSettings, num_classes: int, preprocess: PreprocessConfig):
     from edgevision.train import architectures as arch
 
@@ -483,6 +497,9 @@ def train(settings: TrainSettings, echo: Callable[[str], None] = log.info, verbo
     )
     write_history_csv(out / rd.HISTORY, history)
     plot_curves(out / rd.CURVES, history)
+    warning = chance_level_warning(report["accuracy"], len(split.classes), len(split.y_val))
+    if warning:
+        echo(f"warning: {warning}")
     run_info.update(
         status="complete",
         val_accuracy=report["accuracy"],
