@@ -156,3 +156,47 @@ def test_qat_ranges_start_from_the_float_activations():
     batch_max = np.mean([model(x[i : i + 16]).numpy().max() for i in range(0, 64, 16)])
     assert float(relu._output_quantizer_vars["max_var"].numpy()) == pytest.approx(batch_max, rel=1e-5)
     assert batch_max > 20
+
+
+def test_qat_quantizes_depthwise_kernels_per_channel():
+    """tfmot 0.8 fake-quantizes a DepthwiseConv2D kernel per axis on its last axis, the depth multiplier: one range
+    for the whole kernel, which wrecked MobileNetV2's QAT (12 % before training vs 91.7 % per channel). QAT must use
+    one range per output channel, as TFLite's int8 depthwise kernels do."""
+    import keras
+
+    from edgevision.convert.optimize import optimize
+    from edgevision.convert.quantize import convert as to_tflite
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.Conv2D(6, 1, use_bias=False, name="conv")(inputs)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
+    x = keras.layers.BatchNormalization(name="dw_bn")(x)
+    x = keras.layers.ReLU(6.0, name="dw_relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="head")(x))
+    dw = model.get_layer("dw")
+    (kernel,) = dw.get_weights()
+    scale = np.array([1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0], np.float32)  # channel ranges a per-tensor range flattens
+    dw.set_weights([kernel * scale[None, None, :, None]])
+    x_train = np.random.default_rng(0).normal(size=(32, 8, 8, 4)).astype(np.float32)
+    y_train = np.arange(32) % 2
+
+    tuned = optimize(model, x_train, y_train, Optimizations(qat_epochs=1, qat_learning_rate=1e-6))
+    wrapper = tuned.model.get_layer("quant_dw")
+    ((kernel, _, ranges),) = wrapper._weight_vars  # tfmot's QuantizeWrapper: (kernel, quantizer, its range vars)
+    assert ranges["max_var"].shape == (6,)  # tfmot's default: (1,)
+    # Each channel's range is its own largest |weight| (recorded before the last Adam step, hence the tolerance).
+    np.testing.assert_allclose(ranges["max_var"].numpy(), np.abs(kernel.numpy()).max(axis=(0, 1, 3)), rtol=0.01)
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    tflite = to_tflite(tuned.model, "int8", calibration=x_train)
+    details = Interpreter(model_content=tflite).get_tensor_details()
+    assert {d["dtype"] for d in details} <= {np.int8, np.int32}  # full int8: int32 only for biases and axes
+    (dw_kernel,) = [d for d in details if d["dtype"] == np.int8 and tuple(d["shape"]) == (1, 3, 3, 6)]
+    scales = dw_kernel["quantization_parameters"]["scales"]
+    assert len(scales) == 6  # one scale per channel in the .tflite file
+    # Each channel kept its own range. With tfmot's per-tensor fake-quant the file still has 6 scales (batch norm
+    # is folded in per channel) but they were 0.24 ... 0.045: the small channels rounded to zero.
+    assert scales[-1] / scales[0] > 1e4
