@@ -37,7 +37,11 @@ def _augmentation(aug) -> str:
     return ", ".join(parts) or "none"
 
 
-def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, convert_cmd: str) -> str:
+CPU_SHARED = "a 2-core CPU shared with other work, so this is an upper bound"
+
+
+def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, convert_cmd: str,
+               hardware: str = CPU_SHARED) -> str:
     s = run.get("settings", {})
     m = meta.get("metrics", {})
     pre = meta.get("preprocess", {})
@@ -60,8 +64,7 @@ def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, c
         f"- Epochs: {s.get('epochs')}, batch size {s.get('batch_size')}, seed {s.get('seed')}, "
         f"precision {run.get('precision_policy')}",
         f"- Augmentation: {_augmentation(run.get('augmentation'))}",
-        f"- Training time: {run.get('train_seconds', 0) / 60:.1f} min on {run.get('machine')} "
-        "(a 2-core CPU shared with other work, so this is an upper bound)",
+        f"- Training time: {run.get('train_seconds', 0) / 60:.1f} min on {run.get('machine')} ({hardware})",
         f"- Parameters: {run.get('parameters'):,}" if run.get("parameters") else "- Parameters: -",
         f"- Versions: edgevision {run.get('edgevision')}, Keras {run.get('keras')} ({run.get('backend')} backend), "
         f"TensorFlow {meta.get('producer', {}).get('tensorflow')}",
@@ -96,6 +99,7 @@ def main(argv=None) -> int:
     p.add_argument("--tflite", required=True, type=Path, help="the converted model to bundle")
     p.add_argument("--train-command", required=True)
     p.add_argument("--convert-command", required=True)
+    p.add_argument("--hardware", default=CPU_SHARED, help="what the model was trained on, in words")
     args = p.parse_args(argv)
 
     data = args.tflite.read_bytes()
@@ -106,7 +110,8 @@ def main(argv=None) -> int:
     run = json.loads((args.run / "run.json").read_text())
     target = MODELS_DIR / BUNDLED[args.name]
     atomic.write_bytes(target, data)
-    card = model_card(args.name, run, meta, args.tflite, args.train_command, args.convert_command)
+    card = model_card(args.name, run, meta, args.tflite, args.train_command, args.convert_command,
+                      args.hardware)
     atomic.write_text(target.with_suffix(".md"), card)
     print(f"bundled {target} ({len(data):,} bytes) and {target.with_suffix('.md')}")
     return 0
