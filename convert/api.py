@@ -82,12 +82,12 @@ def run_conversion(source, variants: Sequence[Variant], options: ConvertOptions,
     say = progress or (lambda message: None)
     if not variants:
         raise UsageError("nothing to convert: no variants requested")
-    targets = _targets(source, variants, options.optimizations, out, out_dir)
+    targets = _targets(source, variants, options, out, out_dir)
     if report_path is not None and Path(report_path).suffix.lower() != ".json":
         raise UsageError(f"--report takes a .json file name, got {report_path}")
 
     src = open_source(source, labels=options.labels, preprocess=options.preprocess, unsafe_load=options.unsafe_load)
-    names = [v.name(options.optimizations) for v in variants]
+    names = [v.name(options.optimizations, options.tta) for v in variants]
     report = ConversionReport(source={}, variants=[])
 
     # --- the data: calibration, evaluation, fine-tuning ------------------------------------------------
@@ -108,6 +108,7 @@ def run_conversion(source, variants: Sequence[Variant], options: ConvertOptions,
             "QAT, pruning and clustering fine-tune a Keras model; a SavedModel cannot be fine-tuned: "
             "convert the .keras file or the run directory instead"
         )
+    served = _served_model(src, options, report)  # what the device will run: the model, or its TTA wrapper
     eval_set = _eval_set(src, options, report) if options.evaluate else None
     if eval_set is not None:
         report.evaluation = eval_set.describe()
@@ -120,8 +121,10 @@ def run_conversion(source, variants: Sequence[Variant], options: ConvertOptions,
     reference = None
     if eval_set is not None:
         say(f"running the source model on {len(eval_set)} evaluation images")
-        predict = _reference_predictor(src)
-        reference = evaluate.reference_probabilities(predict, eval_set.pixels, src.preprocess)
+        reference = evaluate.reference_probabilities(_reference_predictor(src, served), eval_set.pixels, src.preprocess)
+        if served is not src.keras_model:  # what TTA bought, measured on the same images
+            single = evaluate.reference_probabilities(_reference_predictor(src), eval_set.pixels, src.preprocess)
+            report.tta["accuracy_float_single_view"] = evaluate.accuracy(single, eval_set.labels)
 
     calib_inputs = calib.inputs(src.preprocess) if calib is not None else None
     results: List[ConversionResult] = []
@@ -138,7 +141,7 @@ def run_conversion(source, variants: Sequence[Variant], options: ConvertOptions,
     optimized = [(v, n) for v, n in zip(variants, names) if v.optimized]
     if plain:
         start = time.perf_counter()
-        context = quantize.exported_saved_model(src.keras_model) if src.keras_model is not None else _nullpath(src.path)
+        context = quantize.exported_saved_model(served) if served is not None else _nullpath(src.path)
         with context as saved_model_dir:
             report.export_seconds = time.perf_counter() - start if src.keras_model is not None else 0.0
             for variant, name in plain:
@@ -152,16 +155,21 @@ def run_conversion(source, variants: Sequence[Variant], options: ConvertOptions,
                                   options.optimizations, progress=say)
         report.optimize_seconds = time.perf_counter() - start
         report.warnings.extend(tuned.notes)
+        final = tuned.model
+        if options.tta:
+            from edgevision.convert.tta import with_tta_tf_keras
+
+            final = with_tta_tf_keras(tuned.model, options.tta)
         for variant, name in optimized:
-            convert_one(variant, tuned.model, name)
+            convert_one(variant, final, name)
 
     report.variants = results
     _write_outputs(report, results, [targets[n] for n in names], src.labels, report_path)
     return report
 
 
-def _targets(source, variants, optimizations, out, out_dir) -> Dict[str, Path]:
-    names = [v.name(optimizations) for v in variants]
+def _targets(source, variants, options, out, out_dir) -> Dict[str, Path]:
+    names = [v.name(options.optimizations, options.tta) for v in variants]
     if out is not None and out_dir is not None:
         raise UsageError("give either an output file or an output folder, not both")
     if out_dir is not None:
@@ -264,12 +272,26 @@ def _fine_tune_set(src, options):
         raise DataError(f"fine-tuning needs the training images: {e}; pass --train-data DIR") from e
 
 
-def _reference_predictor(src):
+def _served_model(src, options, report):
+    """The Keras model the plain variants are converted from: the source model, or with --tta its wrapper."""
+    if not options.tta:
+        return src.keras_model
+    if src.keras_model is None:
+        raise UsageError("--tta builds a new graph around a Keras model; convert the .keras file or the run "
+                         "directory, not a SavedModel")
+    from edgevision.convert.tta import describe, with_tta
+
+    report.tta = describe(options.tta)
+    return with_tta(src.keras_model, options.tta)
+
+
+def _reference_predictor(src, model=None):
     from edgevision.convert import evaluate
     from edgevision.convert.loading import saved_model_function
 
-    if src.keras_model is not None:
-        return evaluate.keras_predictor(src.keras_model)
+    model = model if model is not None else src.keras_model
+    if model is not None:
+        return evaluate.keras_predictor(model)
     return saved_model_function(src.saved_model)[0]
 
 
@@ -300,13 +322,22 @@ def _finish(src, variant, name, model, seconds, options, eval_set, reference, re
         source={**{k: v for k, v in report.source.items() if k in ("kind", "name", "sha256", "parameters")},
                 **({"run": {k: v for k, v in report.source["run"].items() if k != "data"}} if "run" in report.source else {})},
         metrics=metrics,
-        extra={"calibration": report.calibration} if variant.quant in FULL_INTEGER and report.calibration else None,
+        extra=_metadata_extra(variant, report),
     )
     final = metadata_writer.embed(model, doc, src.labels)
     return ConversionResult(
         variant=name, quant=variant.quant, model=final, convert_seconds=seconds,
         ops=model_ops.model_ops(final, variant.quant), io=io, optimizations=optimizations, evaluation=agreement,
     )
+
+
+def _metadata_extra(variant, report) -> dict:
+    extra = {}
+    if variant.quant in FULL_INTEGER and report.calibration:
+        extra["calibration"] = report.calibration
+    if report.tta:
+        extra["test_time_augmentation"] = {k: v for k, v in report.tta.items() if k != "accuracy_float_single_view"}
+    return extra
 
 
 def _write_outputs(report, results, targets, labels, report_path) -> None:

@@ -17,6 +17,7 @@ from edgevision.convert.options import (
     ConvertOptions,
     Optimizations,
 )
+from edgevision.convert.tta import TTA_MODES
 from edgevision.errors import UsageError
 
 _dir = click.Path(exists=False, file_okay=False, path_type=Path)
@@ -59,12 +60,15 @@ _file = click.Path(dir_okay=False, path_type=Path)
 @click.option("--allow-tf-ops", is_flag=True,
               help="Keep ops TFLite lacks as TensorFlow ops (SELECT_TF_OPS; the device then needs the Flex delegate).")
 @click.option("--unsafe-load", is_flag=True, help="Load models with Lambda layers (they run Python code from the file: trusted models only).")
+@click.option("--tta", type=click.Choice(TTA_MODES),
+              help="Bake test-time augmentation into the model: 'flip' averages the image and its mirror "
+                   "(2x the compute; only for classes that look the same mirrored).")
 @click.option("--report", "report_path", type=_file, help="Also write the report as JSON to this file.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for sampling and fine-tuning.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress messages on stderr.")
 def convert(model, quant, out, all_modes, out_dir, io, calib_dir, calib_samples, eval_dir, eval_samples, no_eval,
             qat_epochs, prune, cluster, fine_tune_epochs, fine_tune_lr, qat_lr, batch_size, train_dir, train_samples, labels, preprocess,
-            allow_tf_ops, unsafe_load, report_path, seed, quiet):
+            allow_tf_ops, unsafe_load, tta, report_path, seed, quiet):
     """Convert MODEL (a run directory, a .keras file or a SavedModel) to TensorFlow Lite.
 
     The .tflite file carries the labels, input size, colour order and normalisation, so a device needs
@@ -76,6 +80,7 @@ def convert(model, quant, out, all_modes, out_dir, io, calib_dir, calib_samples,
       edgevision convert runs/cnn --quant int8 --out cnn-int8.tflite
       edgevision convert runs/cnn --all --out-dir out/ --report out/report.json
       edgevision convert runs/cnn --quant int8 --qat-epochs 2 --out cnn-qat.tflite
+      edgevision convert runs/cnn --quant int8 --tta flip --out cnn-int8-flip.tflite
       edgevision convert model.keras --labels labels.txt --preprocess preprocess.json --calib images/ --quant int8
     """
     from edgevision.bundled import resolve_model
@@ -92,7 +97,7 @@ def convert(model, quant, out, all_modes, out_dir, io, calib_dir, calib_samples,
     options = ConvertOptions(quant=quant, io=io, labels=labels, preprocess=preprocess, calib_dir=calib_dir,
                              calib_samples=calib_samples, eval_dir=eval_dir, eval_samples=eval_samples,
                              evaluate=not no_eval, train_dir=train_dir, train_samples=train_samples, optimizations=optimizations,
-                             allow_tf_ops=allow_tf_ops, unsafe_load=unsafe_load, seed=seed)
+                             allow_tf_ops=allow_tf_ops, unsafe_load=unsafe_load, seed=seed, tta=tta)
     from edgevision.native_log import quiet_native_stderr
 
     source = resolve_model(model)

@@ -77,17 +77,16 @@ def tflite_probabilities(model_bytes: bytes, pixels: np.ndarray, preprocess: Pre
     return out
 
 
+def accuracy(probabilities: np.ndarray, labels: Optional[np.ndarray]) -> Optional[float]:
+    """Top-1 accuracy, or None without ground-truth labels."""
+    return None if labels is None else float(np.mean(probabilities.argmax(axis=1) == labels))
+
+
 def compare(reference: np.ndarray, converted: np.ndarray, labels: Optional[np.ndarray]) -> Agreement:
-    n = len(reference)
-    ref_top, conv_top = reference.argmax(axis=1), converted.argmax(axis=1)
-    accuracy = accuracy_float = None
-    if labels is not None:
-        accuracy = float(np.mean(conv_top == labels))
-        accuracy_float = float(np.mean(ref_top == labels))
     return Agreement(
-        n=n,
-        accuracy=accuracy,
-        accuracy_float=accuracy_float,
-        agreement=float(np.mean(ref_top == conv_top)),
+        n=len(reference),
+        accuracy=accuracy(converted, labels),
+        accuracy_float=accuracy(reference, labels),
+        agreement=float(np.mean(reference.argmax(axis=1) == converted.argmax(axis=1))),
         prob_mae=float(np.mean(np.abs(reference - converted))),
     )

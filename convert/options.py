@@ -112,9 +112,10 @@ class Variant:
     quant: str
     optimized: bool = False
 
-    def name(self, optimizations: Optimizations) -> str:
-        tag = optimizations.tag() if self.optimized else ""
-        return f"{self.quant}-{tag}" if tag else self.quant
+    def name(self, optimizations: Optimizations, tta: Optional[str] = None) -> str:
+        """e.g. "int8", "int8-pruned50-qat", "int8-flip-tta"."""
+        tags = [optimizations.tag() if self.optimized else "", f"{tta}-tta" if tta else ""]
+        return "-".join([self.quant] + [t for t in tags if t])
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ class ConvertOptions:
         training split.
     train_samples: fine-tune on a seeded sample of at most this many of them (QAT only has to adapt to
         rounding, and a fraction of an epoch of a large model is often enough).
+    tta: test-time augmentation baked into every produced model ("flip"; see convert/tta.py), or None.
     """
 
     quant: str = INT8
@@ -148,8 +150,12 @@ class ConvertOptions:
     allow_tf_ops: bool = False
     unsafe_load: bool = False
     seed: int = 0
+    tta: Optional[str] = None
 
     def __post_init__(self):
+        from edgevision.convert.tta import check_mode
+
+        check_mode(self.tta)
         if self.quant not in QUANT_MODES:
             raise UsageError(f"unknown quantization {self.quant!r}; choose one of: {', '.join(QUANT_MODES)}")
         if self.io is not None and self.io not in IO_TYPES:

@@ -89,6 +89,7 @@ class ConversionReport:
     export_seconds: float = 0.0
     optimize_seconds: float = 0.0
     warnings: List[str] = field(default_factory=list)
+    tta: Optional[dict] = None  # test-time augmentation baked into every variant (convert/tta.py)
 
     def float32_bytes(self) -> Optional[int]:
         """Size of the float32 variant, or of the source model's float32 weights when none was produced."""
@@ -107,6 +108,7 @@ class ConversionReport:
             "calibration": self.calibration,
             "eval_set": self.evaluation,
             "fine_tune": self.fine_tune,
+            "test_time_augmentation": self.tta,
             "export_seconds": round(self.export_seconds, 3),
             "optimize_seconds": round(self.optimize_seconds, 3),
             "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
@@ -143,6 +145,11 @@ class ConversionReport:
             acc_f = next((v.evaluation.accuracy_float for v in self.variants if v.evaluation), None)
             base = f"; Keras model accuracy {_pct(acc_f)}" if acc_f is not None else ""
             notes.append(f"evaluated on {self.evaluation['n']} images from {self.evaluation['source']}{base}")
+        if self.tta:
+            single = self.tta.get("accuracy_float_single_view")
+            gain = f" (Keras model without it: {_pct(single)})" if single is not None else ""
+            notes.append(f"{self.tta['mode']} test-time augmentation is in every model: {self.tta['views']} views per "
+                         f"image, {self.tta['views']}x the compute{gain}")
         if self.calibration:
             notes.append(f"calibrated on {self.calibration['n']} images from {self.calibration['source']}")
         return "\n".join(lines + notes)
