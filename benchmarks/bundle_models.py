@@ -46,10 +46,13 @@ def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, c
     m = meta.get("metrics", {})
     pre = meta.get("preprocess", {})
     data = tflite.read_bytes()
+    tta = meta.get("test_time_augmentation") or {}
+    build = ", ".join([meta.get("quantization") or "-"] + list(meta.get("optimizations") or [])
+                      + ([f"{tta['mode']} TTA"] if tta else []))
     lines = [
         f"# {name}",
         "",
-        f"A TensorFlow Lite image classifier ({meta.get('quantization')}) for the {len(meta.get('labels', []))} "
+        f"A TensorFlow Lite image classifier ({build}) for the {len(meta.get('labels', []))} "
         f"CIFAR-10 classes, bundled with edgevision. Labels and preprocessing are inside the file.",
         "",
         "## How it was made",
@@ -64,6 +67,8 @@ def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, c
         f"- Epochs: {s.get('epochs')}, batch size {s.get('batch_size')}, seed {s.get('seed')}, "
         f"precision {run.get('precision_policy')}",
         f"- Augmentation: {_augmentation(run.get('augmentation'))}",
+        *([f"- Test-time augmentation: {tta['mode']}, inside the graph: each invoke runs {tta.get('views')} views "
+           f"({tta.get('output')}), so {tta.get('views')}x the compute of the plain model"] if tta else []),
         f"- Training time: {run.get('train_seconds', 0) / 60:.1f} min on {run.get('machine')} ({hardware})",
         f"- Parameters: {run.get('parameters'):,}" if run.get("parameters") else "- Parameters: -",
         f"- Versions: edgevision {run.get('edgevision')}, Keras {run.get('keras')} ({run.get('backend')} backend), "
@@ -74,9 +79,10 @@ def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, c
         f"| model | top-1 |",
         f"|---|---|",
         f"| Keras float32 | {_pct(run.get('val_accuracy'))} |",
-        f"| this file ({meta.get('quantization')}) | {_pct(m.get('accuracy'))} |",
+        *([f"| Keras float32 with {tta['mode']} TTA | {_pct(m.get('accuracy_float'))} |"] if tta else []),
+        f"| this file ({build}) | {_pct(m.get('accuracy'))} |",
         "",
-        f"Top-1 agreement between the Keras model and this file: {_pct(m.get('agreement'))}. "
+        f"Top-1 agreement between the Keras model{' with TTA' if tta else ''} and this file: {_pct(m.get('agreement'))}. "
         "The CIFAR-10 test set was not used (it is the project's held-out judge); expect test accuracy "
         "within about a point of the validation figure.",
         "",

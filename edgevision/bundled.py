@@ -29,6 +29,13 @@ class BundledModel:
     input_size: Optional[tuple]
     num_classes: Optional[int]
     accuracy: Optional[float]
+    optimizations: tuple = ()  # e.g. ("qat",): what was done to the model before conversion
+    tta: Optional[str] = None  # test-time augmentation inside the graph ("flip": 2 views per invoke)
+
+    def build(self) -> str:
+        """A short description of how the file differs from a plain conversion, e.g. "qat" or "flip TTA"."""
+        parts = list(self.optimizations) + ([f"{self.tta} TTA"] if self.tta else [])
+        return ", ".join(parts) or "-"
 
 
 def bundled_path(name: str) -> Path:
@@ -75,6 +82,8 @@ def list_bundled() -> List[BundledModel]:
                 input_size=tuple(pre["input_size"]) if "input_size" in pre else None,
                 num_classes=len(meta["labels"]) if isinstance(meta.get("labels"), list) else None,
                 accuracy=(meta.get("metrics") or {}).get("accuracy"),
+                optimizations=tuple(meta.get("optimizations") or ()),
+                tta=(meta.get("test_time_augmentation") or {}).get("mode"),
             )
         )
     return out
@@ -89,7 +98,8 @@ def models_command(as_json: bool) -> None:
     models = list_bundled()
     if as_json:
         rows = [
-            {**m.__dict__, "path": str(m.path), "input_size": list(m.input_size) if m.input_size else None}
+            {**m.__dict__, "path": str(m.path), "input_size": list(m.input_size) if m.input_size else None,
+             "optimizations": list(m.optimizations)}
             for m in models
         ]
         click.echo(json.dumps(rows, indent=2))
@@ -97,9 +107,9 @@ def models_command(as_json: bool) -> None:
     if not models:
         click.echo("no bundled models in this installation")
         return
-    click.echo(f"{'name':<22}{'quant':<8}{'input':<10}{'classes':>8}{'size':>10}{'accuracy':>10}  path")
+    click.echo(f"{'name':<22}{'quant':<8}{'build':<10}{'input':<10}{'classes':>8}{'size':>10}{'accuracy':>10}  path")
     for m in models:
         size = f"{m.bytes / 1024:.0f} KB"
         acc = f"{m.accuracy * 100:.2f}%" if m.accuracy is not None else "-"
         inp = "x".join(map(str, m.input_size)) if m.input_size else "-"
-        click.echo(f"{m.name:<22}{m.quantization or '-':<8}{inp:<10}{m.num_classes or '-':>8}{size:>10}{acc:>10}  {m.path}")
+        click.echo(f"{m.name:<22}{m.quantization or '-':<8}{m.build():<10}{inp:<10}{m.num_classes or '-':>8}{size:>10}{acc:>10}  {m.path}")

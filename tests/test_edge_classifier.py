@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import zlib
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -281,6 +282,28 @@ def test_bundled_model_by_name():
     clf = Classifier(name)
     assert clf.model_path == MODELS_DIR / BUNDLED[name]
     assert clf.preprocess_source == "metadata" and len(clf.labels) == clf.num_classes
+
+
+def test_models_command_reports_what_each_bundled_file_says_about_itself():
+    import json
+
+    from conftest import run_cli
+    from edgevision.edge_runtime.metadata import read_metadata
+
+    done = run_cli("models", "--json")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    if not rows:
+        pytest.skip("no bundled model in this checkout yet")
+    for row in rows:
+        data = Path(row["path"]).read_bytes()
+        meta = read_metadata(data)
+        assert row["bytes"] == len(data) and row["quantization"] == meta["quantization"]
+        assert row["accuracy"] == meta["metrics"]["accuracy"]
+        assert row["optimizations"] == meta["optimizations"]
+        assert row["tta"] == (meta.get("test_time_augmentation") or {}).get("mode")
+    table = run_cli("models").stdout
+    assert all(row["name"] in table for row in rows) and "build" in table.splitlines()[0]
 
 
 # --- the legacy backend -----------------------------------------------------------------------------
