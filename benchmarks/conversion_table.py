@@ -29,8 +29,10 @@ def load_variants(folder: Path) -> List[dict]:
     variants = []
     for path in reports:
         try:
-            variants.extend(json.loads(path.read_text())["variants"])
-        except (OSError, ValueError, KeyError) as e:
+            doc = json.loads(path.read_text())
+            tta = doc.get("test_time_augmentation") or {}  # a report-wide setting: every variant has it
+            variants.extend({**v, "tta": tta.get("mode"), "tta_views": tta.get("views")} for v in doc["variants"])
+        except (OSError, ValueError, KeyError, AttributeError) as e:
             raise UsageError(f"{path} is not an `edgevision convert --report` file ({e})") from e
     return variants
 
@@ -46,6 +48,8 @@ def describe(variant: dict) -> str:
     if "qat" in opts.get("steps", ()):
         epochs = opts.get("qat_epochs")
         words.append(f"QAT {epochs} epoch{'s' if epochs != 1 else ''}")
+    if variant.get("tta"):
+        words.append(f"{variant['tta']} TTA ({variant.get('tta_views')}x compute)")
     return ", ".join(words)
 
 
@@ -55,7 +59,7 @@ def _ratio(base, size) -> str:
 
 def rows(name: str, variants: Iterable[dict]) -> List[Tuple[str, ...]]:
     variants = list(variants)
-    plain = {v["quant"]: v["gzip_bytes"] for v in variants if not v.get("optimizations")}
+    plain = {v["quant"]: v["gzip_bytes"] for v in variants if not v.get("optimizations") and not v.get("tta")}
     out = []
     for v in variants:
         acc, ref = v.get("accuracy"), v.get("accuracy_float")

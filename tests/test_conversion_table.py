@@ -27,6 +27,16 @@ def test_pruned_variants_are_compared_like_for_like(tmp_path):
     assert markdown(table).count("\n") == 4
 
 
+def test_tta_variants_are_labelled_and_never_taken_for_the_plain_baseline(tmp_path):
+    tta = {"variants": [variant("int8", 990, 0.91)], "test_time_augmentation": {"mode": "flip", "views": 2}}
+    (tmp_path / "report-tta.json").write_text(json.dumps(tta))
+    (tmp_path / "report.json").write_text(json.dumps({"variants": [variant("float32", 4000), variant("int8", 1000)]}))
+    table = rows("cnn", load_variants(tmp_path))
+    assert [r[1] for r in table] == ["float32", "int8", "int8, flip TTA (2x compute)"]
+    assert table[1][4] == "4.00x smaller" and table[2][4] == "4.04x smaller"
+    assert table[2][6] == "91.00 %"
+
+
 def test_describe_names_every_optimisation():
     v = variant("int8", 1, optimizations={"steps": ["pruned", "qat"], "sparsity": 0.5, "qat_epochs": 2})
     assert describe(v) == "int8, 50 % pruned, QAT 2 epochs"
