@@ -90,25 +90,31 @@ def labelled_folder(folder, labels: Sequence[str], preprocess: PreprocessConfig,
     return ImageSet(decoded.pixels, decoded.labels, str(root), [str(p) for p, _ in decoded.skipped])
 
 
-_SPLITS: dict = {}
+_PARTS: dict = {}
 
 
-def _load_run_split(run):
-    """The run's split, once per process: decoding a dataset is the slow part, and QAT needs both halves."""
-    from edgevision.train.data import reload_split
+def _run_parts(run):
+    """The run's (training, validation) parts, probed once per process (QAT and calibration both need them)."""
+    from edgevision.train.split_parts import reload_split_parts
 
     key = str(Path(run.path).resolve())
-    if key not in _SPLITS:
+    if key not in _PARTS:
         try:
-            _SPLITS[key] = reload_split(run)
+            _PARTS[key] = reload_split_parts(run)
         except EdgeVisionError as e:
             raise DataError(f"cannot reload the data of run {run.path} ({e})") from e
-    return _SPLITS[key]
+    return _PARTS[key]
 
 
 def run_split(run, which: str, limit: Optional[int] = None, seed: int = 0) -> ImageSet:
-    """The training or validation split of a run, recomputed exactly as `edgevision train` made it."""
-    split = _load_run_split(run)
-    x, y = (split.x_train, split.y_train) if which == "training" else (split.x_val, split.y_val)
-    index = _subsample(len(x), limit, seed)
-    return ImageSet(x[index], y[index], f"the {which} split of run {run.path} ({run.settings.get('data')})")
+    """The training or validation split of a run, recomputed exactly as `edgevision train` made it; with
+    `limit`, a seeded sample of it, and only those images are decoded."""
+    train, val = _run_parts(run)
+    part = train if which == "training" else val
+    index = _subsample(len(part), limit, seed)
+    try:
+        pixels = part.pixels(index)
+    except EdgeVisionError as e:
+        raise DataError(f"cannot reload the data of run {run.path} ({e})") from e
+    # Files the training scan skipped were reported when the run was trained: no second warning here.
+    return ImageSet(pixels, part.labels[index], f"the {which} split of run {run.path} ({run.settings.get('data')})")

@@ -232,3 +232,16 @@ def test_saved_model_source(tiny_run, tmp_path):
     result = convert_model(tmp_path / "sm", "int8", tmp_path / "sm.tflite", options=opts)
     assert result.evaluation.agreement >= 0.9
     assert read_metadata(result.path.read_bytes())["source"]["kind"] == "saved_model"
+
+
+def test_split_parts_decode_exactly_the_images_of_the_full_reload(tiny_run):
+    from edgevision.train.data import reload_split
+    from edgevision.train.split_parts import reload_split_parts
+
+    full = reload_split(tiny_run)  # the tiny run's folder has two corrupt files: positions must still line up
+    train, val = reload_split_parts(tiny_run)
+    np.testing.assert_array_equal(train.labels, full.y_train)
+    np.testing.assert_array_equal(val.labels, full.y_val)
+    some = np.array([0, 7, len(train) - 1])
+    np.testing.assert_array_equal(train.pixels(some), full.x_train[some])
+    np.testing.assert_array_equal(val.pixels(np.arange(len(val))), full.x_val)

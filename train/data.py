@@ -169,13 +169,11 @@ def _limit(x, y, per_class, seed):
     return x[idx], y[idx]
 
 
-def reload_split(run) -> SplitData:
-    """A run's training and validation data, recomputed exactly as `edgevision train` made them.
+def recorded_data(run):
+    """(RunInfo, data, val_data) of a run directory or RunInfo: where its images were, as run.json recorded.
 
-    `run` is a run directory or a RunInfo. The split is rebuilt from what run.json recorded (the absolute
-    data paths, the fraction and the seed), so the validation half is exactly the one the model never
-    trained on, whatever the current working directory.
-    """
+    The recorded absolute paths win over the paths as typed (relative to where training ran), so a split can
+    be rebuilt from any working directory."""
     from edgevision.train.run_dir import RunInfo, load_run
 
     info = run if isinstance(run, RunInfo) else load_run(run)
@@ -183,7 +181,6 @@ def reload_split(run) -> SplitData:
     data = settings.get("data")
     if not data:
         raise DataError(f"{info.path}/run.json does not record the training data; pass the images explicitly")
-    # The recorded absolute paths first: `data` is the path as typed, relative to where training ran.
     source = settings.get("data_source") or {}
     if source.get("kind") == "folder" and source.get("path"):
         data = source["path"]
@@ -191,6 +188,18 @@ def reload_split(run) -> SplitData:
     val_source = source.get("val") or {}
     if val_data and val_source.get("kind") == "folder" and val_source.get("path"):
         val_data = val_source["path"]
+    return info, data, val_data
+
+
+def reload_split(run) -> SplitData:
+    """A run's training and validation data, recomputed exactly as `edgevision train` made it.
+
+    `run` is a run directory or a RunInfo. The split is rebuilt from what run.json recorded (the absolute
+    data paths, the fraction and the seed), so the validation half is exactly the one the model never
+    trained on, whatever the current working directory. (To load only part of it, see split_parts.py.)
+    """
+    info, data, val_data = recorded_data(run)
+    settings = info.settings
     split = load_split(
         data,
         info.preprocess,
