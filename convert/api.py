@@ -151,7 +151,8 @@ def run_conversion(source, variants: Sequence[Variant], options: ConvertOptions,
 
         say(f"fine-tuning with tensorflow-model-optimization: {', '.join(options.optimizations.names())}")
         start = time.perf_counter()
-        tuned = optimize.optimize(src.keras_model, train_set.inputs(src.preprocess), train_set.labels,
+        inputs = optimize.NormalizedImages(train_set.pixels, src.preprocess)
+        tuned = optimize.optimize(src.keras_model, inputs, train_set.labels,
                                   options.optimizations, progress=say)
         report.optimize_seconds = time.perf_counter() - start
         report.warnings.extend(tuned.notes)
