@@ -10,6 +10,7 @@ no file behind (and every file is written atomically).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from dataclasses import replace
@@ -141,11 +142,15 @@ def run_conversion(source, variants: Sequence[Variant], options: ConvertOptions,
     optimized = [(v, n) for v, n in zip(variants, names) if v.optimized]
     if plain:
         start = time.perf_counter()
-        context = quantize.exported_saved_model(served) if served is not None else _nullpath(src.path)
-        with context as saved_model_dir:
+        with contextlib.ExitStack() as stack:
+            context = quantize.exported_saved_model(served) if served is not None else _nullpath(src.path)
+            saved_model_dir = stack.enter_context(context)
             report.export_seconds = time.perf_counter() - start if src.keras_model is not None else 0.0
+            corrected_dir = _bias_corrected_export(stack, src.keras_model, served, plain, calib_inputs, options,
+                                                   report, say)
             for variant, name in plain:
-                convert_one(variant, saved_model_dir, name)
+                integer = corrected_dir is not None and variant.quant in FULL_INTEGER
+                convert_one(variant, corrected_dir if integer else saved_model_dir, name)
     if optimized:
         from edgevision.convert import optimize
 
@@ -273,6 +278,25 @@ def _fine_tune_set(src, options):
         raise DataError(f"fine-tuning needs the training images: {e}; pass --train-data DIR") from e
 
 
+def _bias_corrected_export(stack, model, served, plain, calib_inputs, options, report, say):
+    """A SavedModel of `served` with the int8 weight rounding of `model` (the source model; `served` is it or
+    its TTA wrapper, sharing its weights) compensated (bias_correction.py), for the full-integer variants;
+    None when none is asked for or correction is off. The weights are restored when `stack` closes; the
+    export has its own copy of them."""
+    if not options.bias_correction or not any(v.quant in FULL_INTEGER for v, _ in plain):
+        return None
+    if served is None:
+        report.warnings.append("bias correction needs a Keras model; this SavedModel was quantized without it")
+        return None
+    from edgevision.convert import quantize
+    from edgevision.convert.bias_correction import bias_corrected
+
+    say("measuring int8 weight-rounding shifts for bias correction")
+    correction = stack.enter_context(bias_corrected(model, calib_inputs))
+    report.bias_correction = correction.to_dict()
+    return stack.enter_context(quantize.exported_saved_model(served))
+
+
 def _served_model(src, options, report):
     """The Keras model the plain variants are converted from: the source model, or with --tta its wrapper."""
     if not options.tta:
@@ -336,6 +360,8 @@ def _metadata_extra(variant, report) -> dict:
     extra = {}
     if variant.quant in FULL_INTEGER and report.calibration:
         extra["calibration"] = report.calibration
+    if variant.quant in FULL_INTEGER and not variant.optimized and report.bias_correction:
+        extra["bias_correction"] = {k: v for k, v in report.bias_correction.items() if k != "skipped"}
     if report.tta:
         extra["test_time_augmentation"] = {k: v for k, v in report.tta.items() if k != "accuracy_float_single_view"}
     return extra

@@ -60,6 +60,8 @@ _file = click.Path(dir_okay=False, path_type=Path)
 @click.option("--allow-tf-ops", is_flag=True,
               help="Keep ops TFLite lacks as TensorFlow ops (SELECT_TF_OPS; the device then needs the Flex delegate).")
 @click.option("--unsafe-load", is_flag=True, help="Load models with Lambda layers (they run Python code from the file: trusted models only).")
+@click.option("--no-bias-correction", is_flag=True,
+              help="Skip compensating int8 weight rounding before post-training int8/int16x8 conversion.")
 @click.option("--tta", type=click.Choice(TTA_MODES),
               help="Bake test-time augmentation into the model: 'flip' averages the image and its mirror "
                    "(2x the compute; only for classes that look the same mirrored).")
@@ -68,7 +70,7 @@ _file = click.Path(dir_okay=False, path_type=Path)
 @click.option("-q", "--quiet", is_flag=True, help="No progress messages on stderr.")
 def convert(model, quant, out, all_modes, out_dir, io, calib_dir, calib_samples, eval_dir, eval_samples, no_eval,
             qat_epochs, prune, cluster, fine_tune_epochs, fine_tune_lr, qat_lr, batch_size, train_dir, train_samples, labels, preprocess,
-            allow_tf_ops, unsafe_load, tta, report_path, seed, quiet):
+            allow_tf_ops, unsafe_load, no_bias_correction, tta, report_path, seed, quiet):
     """Convert MODEL (a run directory, a .keras file or a SavedModel) to TensorFlow Lite.
 
     The .tflite file carries the labels, input size, colour order and normalisation, so a device needs
@@ -97,7 +99,8 @@ def convert(model, quant, out, all_modes, out_dir, io, calib_dir, calib_samples,
     options = ConvertOptions(quant=quant, io=io, labels=labels, preprocess=preprocess, calib_dir=calib_dir,
                              calib_samples=calib_samples, eval_dir=eval_dir, eval_samples=eval_samples,
                              evaluate=not no_eval, train_dir=train_dir, train_samples=train_samples, optimizations=optimizations,
-                             allow_tf_ops=allow_tf_ops, unsafe_load=unsafe_load, seed=seed, tta=tta)
+                             allow_tf_ops=allow_tf_ops, unsafe_load=unsafe_load, seed=seed, tta=tta,
+                             bias_correction=not no_bias_correction)
     from edgevision.native_log import quiet_native_stderr
 
     source = resolve_model(model)

@@ -133,6 +133,8 @@ class ConvertOptions:
     train_samples: fine-tune on a seeded sample of at most this many of them (QAT only has to adapt to
         rounding, and a fraction of an epoch of a large model is often enough).
     tta: test-time augmentation baked into every produced model ("flip"; see convert/tta.py), or None.
+    bias_correction: compensate int8 weight rounding before int8/int16x8 post-training conversion
+        (convert/bias_correction.py).
     """
 
     quant: str = INT8
@@ -151,6 +153,7 @@ class ConvertOptions:
     unsafe_load: bool = False
     seed: int = 0
     tta: Optional[str] = None
+    bias_correction: bool = True
 
     def __post_init__(self):
         from edgevision.convert.tta import check_mode

@@ -90,6 +90,7 @@ class ConversionReport:
     optimize_seconds: float = 0.0
     warnings: List[str] = field(default_factory=list)
     tta: Optional[dict] = None  # test-time augmentation baked into every variant (convert/tta.py)
+    bias_correction: Optional[dict] = None  # applied before the post-training int8/int16x8 conversions
 
     def float32_bytes(self) -> Optional[int]:
         """Size of the float32 variant, or of the source model's float32 weights when none was produced."""
@@ -109,6 +110,7 @@ class ConversionReport:
             "eval_set": self.evaluation,
             "fine_tune": self.fine_tune,
             "test_time_augmentation": self.tta,
+            "bias_correction": self.bias_correction,
             "export_seconds": round(self.export_seconds, 3),
             "optimize_seconds": round(self.optimize_seconds, 3),
             "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
@@ -150,6 +152,10 @@ class ConversionReport:
             gain = f" (Keras model without it: {_pct(single)})" if single is not None else ""
             notes.append(f"{self.tta['mode']} test-time augmentation is in every model: {self.tta['views']} views per "
                          f"image, {self.tta['views']}x the compute{gain}")
+        if self.bias_correction:
+            bc = self.bias_correction
+            notes.append(f"post-training int8/int16x8: int8 weight rounding compensated in {bc['layers']} conv layers "
+                         f"(bias correction on {bc['images']} calibration images, largest shift {bc['max_shift']:.3g})")
         if self.calibration:
             notes.append(f"calibrated on {self.calibration['n']} images from {self.calibration['source']}")
         return "\n".join(lines + notes)

@@ -99,6 +99,7 @@ def test_metadata_round_trip(all_report, tiny_run):
         assert meta["labels"] == labels
         assert PreprocessConfig.from_dict(meta["preprocess"]) == PreprocessConfig.load(tiny_run / "preprocess.json")
         assert meta["quantization"] == v.quant
+        assert ("bias_correction" in meta) == (v.quant in ("int8", "int16x8"))  # only where weights are int8
         assert meta["source"]["kind"] == "run" and len(meta["source"]["sha256"]) == 64
         assert meta["metrics"]["accuracy"] == pytest.approx(v.evaluation.accuracy)
         assert meta["producer"]["tensorflow"]
@@ -120,6 +121,7 @@ def test_report_json(all_report):
         assert v["bytes"] == result.path.stat().st_size
     assert doc["variants"][0]["ratio_to_float32"] == 1.0
     assert doc["eval_set"]["n"] == 30 and doc["calibration"]["n"] == 90
+    assert doc["bias_correction"]["layers"] >= 3 and doc["bias_correction"]["images"] == 90
     table = report.format_table()
     assert "int16x8" in table and "accuracy" in table
 

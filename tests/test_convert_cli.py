@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("tensorflow", reason="conversion needs the train extra")
 
 from conftest import run_cli  # noqa: E402
+from edgevision.edge_runtime.metadata import read_metadata  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -124,3 +125,12 @@ def test_run_trained_with_a_relative_data_path_converts_from_another_directory(t
 
     calibration = read_metadata((elsewhere / "m.tflite").read_bytes())["calibration"]
     assert "training split" in calibration["source"] and calibration["n"] > 0
+
+
+def test_bias_correction_can_be_turned_off(tiny_run, tmp_path):
+    out = tmp_path / "m.tflite"
+    result = run_cli("convert", tiny_run, "--quant", "int8", "--no-bias-correction", "--no-eval", "--out", out,
+                     "--report", tmp_path / "r.json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["bias_correction"] is None
+    assert "bias_correction" not in read_metadata(out.read_bytes())
