@@ -67,6 +67,10 @@ def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, c
         f"- Epochs: {s.get('epochs')}, batch size {s.get('batch_size')}, seed {s.get('seed')}, "
         f"precision {run.get('precision_policy')}",
         f"- Augmentation: {_augmentation(run.get('augmentation'))}",
+        *([f"- Bias correction: the int8 rounding of the weights is compensated in {meta['bias_correction'].get('layers')} "
+           f"conv layers (mean output shift measured on {meta['bias_correction'].get('images')} calibration images, "
+           "subtracted where the converter folds it in: the bias, or the beta of the following batch norm)"]
+          if meta.get("bias_correction") else []),
         *([f"- Test-time augmentation: {tta['mode']}, inside the graph: each invoke runs {tta.get('views')} views "
            f"({tta.get('output')}), so {tta.get('views')}x the compute of the plain model"] if tta else []),
         f"- Training time: {run.get('train_seconds', 0) / 60:.1f} min on {run.get('machine')} ({hardware})",
