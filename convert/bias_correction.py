@@ -65,7 +65,7 @@ def int8_rounding_error(kernel: np.ndarray, depthwise: bool) -> np.ndarray:
 def bias_corrected(model, calibration: np.ndarray, images: int = CORRECTION_IMAGES) -> Iterator[BiasCorrection]:
     """Correct `model` (Keras 3) in place for the duration of the block, then put every changed weight back,
     so the caller can export the corrected model and go on using the original."""
-    targets = _targets(model)
+    targets = _targets(model) if len(model.inputs) == 1 else []  # image classifiers: one image input
     changed = [v for t in targets if t.fold is not None for v in t.fold.weights]
     saved = [_numpy(v).copy() for v in changed]
     x = np.asarray(calibration[:images], dtype=np.float32)
@@ -168,7 +168,8 @@ def _conv_inputs(model, x, probes) -> Iterator[Tuple[object, np.ndarray]]:
     if not layers:
         return
     if id(model) not in probes:
-        probes[id(model)] = keras.Model(model.inputs, [_node_input(layer) for layer in layers])
+        # One input tensor, not a list of one: a list makes Keras warn on every call that the structures differ.
+        probes[id(model)] = keras.Model(model.inputs[0], [_node_input(layer) for layer in layers])
     values = probes[id(model)](x, training=False)
     for layer, value in zip(layers, values if isinstance(values, (list, tuple)) else [values]):
         value = _numpy(value)
