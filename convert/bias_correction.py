@@ -46,8 +46,13 @@ class BiasCorrection:
 
 @dataclass
 class _Target:
+    """A conv whose output shift can be folded away: `variable` (its bias, or the beta of the batch norm after
+    it) absorbs `factor` times the shift of the conv's output."""
+
     conv: object
-    fold: object  # the layer whose bias/beta absorbs the shift (the conv itself, or its batch norm), or None
+    variable: object
+    factor: object  # 1.0 for a bias; gamma / sqrt(variance + eps) per channel for a batch norm's beta
+    error: np.ndarray  # W_int8 - W of the conv's kernel
     sum: Optional[np.ndarray] = None
     count: int = 0
 
@@ -65,42 +70,47 @@ def int8_rounding_error(kernel: np.ndarray, depthwise: bool) -> np.ndarray:
 def bias_corrected(model, calibration: np.ndarray, images: int = CORRECTION_IMAGES) -> Iterator[BiasCorrection]:
     """Correct `model` (Keras 3) in place for the duration of the block, then put every changed weight back,
     so the caller can export the corrected model and go on using the original."""
-    targets = _targets(model) if len(model.inputs) == 1 else []  # image classifiers: one image input
-    changed = [v for t in targets if t.fold is not None for v in t.fold.weights]
-    saved = [_numpy(v).copy() for v in changed]
     x = np.asarray(calibration[:images], dtype=np.float32)
     result = BiasCorrection(images=len(x))
+    targets = []
+    for parent, conv in _convs(model) if len(model.inputs) == 1 else []:  # image classifiers: one image input
+        target = _target(parent, conv)
+        if target is None:
+            result.skipped.append(conv.name)
+        else:
+            targets.append(target)
+    saved = [_numpy(t.variable).copy() for t in targets]
     start = time.perf_counter()
     try:
         _measure(model, targets, x)
         for t in targets:
-            if t.fold is None or not t.count:
+            if not t.count:
                 result.skipped.append(t.conv.name)
                 continue
             shift = t.sum / t.count
-            _fold(t.fold, t.conv, shift)
+            t.variable.assign((_numpy(t.variable) - t.factor * shift).astype(np.float32))
             result.corrected.append(t.conv.name)
             result.max_shift = max(result.max_shift, float(np.abs(shift).max()))
         result.seconds = time.perf_counter() - start
         yield result
     finally:
-        for v, value in zip(changed, saved):
-            v.assign(value)
+        for t, value in zip(targets, saved):
+            t.variable.assign(value)
 
 
 # --- finding the layers --------------------------------------------------------------------------------------
 def _functional(layer) -> bool:
-    return hasattr(layer, "layers") and hasattr(layer, "inputs") and len(getattr(layer, "inputs", []) or []) == 1
+    return hasattr(layer, "layers") and len(getattr(layer, "inputs", None) or []) == 1
 
 
-def _targets(model) -> List[_Target]:
-    """Every per-channel-quantized conv of the model and of the functional models nested in it."""
+def _convs(model) -> List[Tuple[object, object]]:
+    """(parent model, conv) for every per-channel-quantized conv of the model and of its nested models."""
     out = []
     for layer in model.layers:
         if _functional(layer):
-            out += _targets(layer)
+            out += _convs(layer)
         elif _is_conv(layer):
-            out.append(_Target(layer, _fold_layer(model, layer)))
+            out.append((model, layer))
     return out
 
 
@@ -123,15 +133,22 @@ def _consumers(model, layer) -> List[object]:
     return out
 
 
-def _fold_layer(model, conv):
+def _target(model, conv) -> Optional[_Target]:
     """Where a shift of conv's output can be subtracted: its own bias, or the beta of its only consumer when
-    that is a batch norm (which the converter folds into the conv)."""
+    that is a batch norm (which the converter folds into the conv); None when neither exists."""
+    error = int8_rounding_error(_numpy(conv.kernel), _depthwise(conv))  # Keras 3: `kernel` for depthwise too
     if getattr(conv, "use_bias", False):
-        return conv
+        return _Target(conv, conv.bias, 1.0, error)
     consumers = _consumers(model, conv)
     if len(consumers) == 1 and type(consumers[0]).__name__ == "BatchNormalization" and consumers[0].center:
-        return consumers[0]
+        bn = consumers[0]  # output = gamma * (z - mean) / sqrt(var + eps) + beta: a shift of z moves it by k
+        gamma = _numpy(bn.gamma) if bn.scale else 1.0
+        return _Target(conv, bn.beta, gamma / np.sqrt(_numpy(bn.moving_variance) + bn.epsilon), error)
     return None
+
+
+def _depthwise(conv) -> bool:
+    return type(conv).__name__ == "DepthwiseConv2D"
 
 
 # --- measuring and folding -------------------------------------------------------------------------------------
@@ -140,20 +157,14 @@ def _measure(model, targets: List[_Target], x: np.ndarray) -> None:
     from keras import ops
 
     by_conv = {id(t.conv): t for t in targets}
-    errors = {}
-    for t in targets:
-        depthwise = type(t.conv).__name__ == "DepthwiseConv2D"
-        kernel = _numpy(t.conv.kernel)  # Keras 3 names the depthwise kernel `kernel` too: (h, w, in, mult)
-        errors[id(t.conv)] = (int8_rounding_error(kernel, depthwise), depthwise)
     probes: Dict[int, object] = {}
     for start in range(0, len(x), BATCH):
         for conv, inputs in _conv_inputs(model, x[start : start + BATCH], probes):
             t = by_conv.get(id(conv))
             if t is None:
                 continue
-            error, depthwise = errors[id(conv)]
-            op = ops.depthwise_conv if depthwise else ops.conv
-            z = _numpy(op(inputs, error, strides=conv.strides, padding=conv.padding,
+            op = ops.depthwise_conv if _depthwise(conv) else ops.conv
+            z = _numpy(op(inputs, t.error, strides=conv.strides, padding=conv.padding,
                           dilation_rate=conv.dilation_rate))
             batch_sum = z.reshape(-1, z.shape[-1]).sum(axis=0, dtype=np.float64)
             t.sum = batch_sum if t.sum is None else t.sum + batch_sum
@@ -191,13 +202,3 @@ def _node_input(layer):
     import keras
 
     return keras.Operation.input.fget(layer)
-
-
-def _fold(fold, conv, shift: np.ndarray) -> None:
-    if fold is conv:
-        conv.bias.assign(_numpy(conv.bias) - shift.astype(np.float32))
-        return
-    bn = fold  # output = gamma * (z - mean) / sqrt(var + eps) + beta: a shift of z moves it by gamma/sqrt(.)
-    gamma = _numpy(bn.gamma) if bn.scale else 1.0
-    k = gamma / np.sqrt(_numpy(bn.moving_variance) + bn.epsilon)
-    bn.beta.assign((_numpy(bn.beta) - k * shift).astype(np.float32))
