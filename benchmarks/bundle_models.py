@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from edgevision import atomic
-from edgevision.bundled import BUNDLED, MODELS_DIR
+from edgevision.bundled import BUNDLED, MODELS_DIR, build_label
 from edgevision.edge_runtime.metadata import read_metadata
 
 
@@ -47,8 +47,8 @@ def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, c
     pre = meta.get("preprocess", {})
     data = tflite.read_bytes()
     tta = meta.get("test_time_augmentation") or {}
-    build = ", ".join([meta.get("quantization") or "-"] + list(meta.get("optimizations") or [])
-                      + ([f"{tta['mode']} TTA"] if tta else []))
+    extra = build_label(meta.get("optimizations") or (), tta.get("mode"))
+    build = ", ".join(filter(None, [meta.get("quantization") or "-", extra]))
     lines = [
         f"# {name}",
         "",

@@ -33,9 +33,13 @@ class BundledModel:
     tta: Optional[str] = None  # test-time augmentation inside the graph ("flip": 2 views per invoke)
 
     def build(self) -> str:
-        """A short description of how the file differs from a plain conversion, e.g. "qat" or "flip TTA"."""
-        parts = list(self.optimizations) + ([f"{self.tta} TTA"] if self.tta else [])
-        return ", ".join(parts) or "-"
+        return build_label(self.optimizations, self.tta) or "-"
+
+
+def build_label(optimizations, tta: Optional[str]) -> str:
+    """How a converted file differs from a plain conversion, e.g. "qat" or "flip TTA" ("" for none), from what
+    its metadata records (`optimizations`, `test_time_augmentation.mode`)."""
+    return ", ".join(list(optimizations) + ([f"{tta} TTA"] if tta else []))
 
 
 def bundled_path(name: str) -> Path:
