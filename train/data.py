@@ -110,7 +110,7 @@ def load_split(
     limit_per_class: Optional[int] = None,
 ) -> SplitData:
     """Load training data and carve (or load) the validation set, all prepared for the model."""
-    transform = lambda img: prepare_pixels(img, preprocess, source_order="BGR")  # noqa: E731
+    transform = decoded_image_transform(preprocess)
     skipped: List[str] = []
     if data == CIFAR10:
         x, y, _, _ = load_cifar10_arrays()
@@ -208,12 +208,22 @@ def reload_split(run) -> SplitData:
         val_data=val_data,
         limit_per_class=settings.get("limit_per_class"),
     )
-    if split.classes != tuple(info.labels):
-        raise DataError(
-            f"the training data now has classes {list(split.classes)} but {info.path} was trained on "
-            f"{list(info.labels)}; the validation set cannot be rebuilt"
-        )
+    check_run_classes(split.classes, info)
     return split
+
+
+def check_run_classes(classes: Sequence[str], info) -> None:
+    """The data a run's split is rebuilt from must still have the classes the run was trained on."""
+    if tuple(classes) != tuple(info.labels):
+        raise DataError(
+            f"the training data now has classes {list(classes)} but {info.path} was trained on "
+            f"{list(info.labels)}; its split cannot be rebuilt"
+        )
+
+
+def decoded_image_transform(preprocess: PreprocessConfig):
+    """OpenCV-decoded (BGR) image -> the model's uint8 pixels, as the runtime prepares them."""
+    return lambda image: prepare_pixels(image, preprocess, source_order="BGR")
 
 
 def validation_arrays(run) -> Tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ from typing import Callable, Tuple
 import numpy as np
 
 from edgevision.edge_runtime.datasets import ImageFolder, decode_folder, scan_image_folder
-from edgevision.edge_runtime.preprocess import PreprocessConfig, prepare_pixels
+from edgevision.edge_runtime.preprocess import PreprocessConfig
 from edgevision.errors import DataError
 
 _READABLE = np.zeros(1, dtype=np.uint8)  # what the probe keeps of an image: only that it decoded
@@ -47,6 +47,7 @@ def reload_split_parts(run) -> Tuple[SplitPart, SplitPart]:
         _limit,
         _limit_indices,
         _prepare_array,
+        check_run_classes,
         load_cifar10_arrays,
         recorded_data,
         stratified_split,
@@ -67,9 +68,7 @@ def reload_split_parts(run) -> Tuple[SplitPart, SplitPart]:
         _check_every_class_decoded(y, folder.classes, folder.root)
         classes = folder.classes
         load = _file_loader(folder, files, y, preprocess)
-    if tuple(classes) != tuple(info.labels):
-        raise DataError(f"the training data now has classes {list(classes)} but {info.path} was trained on "
-                        f"{list(info.labels)}; its split cannot be rebuilt")
+    check_run_classes(classes, info)
     if val_data:
         val_folder = scan_image_folder(val_data, classes=classes)
         val_files, val_y = _probe(val_folder, None)
@@ -89,7 +88,9 @@ def _probe(folder: ImageFolder, indices) -> Tuple[Tuple[Path, ...], np.ndarray]:
 
 
 def _file_loader(folder: ImageFolder, files, labels, preprocess: PreprocessConfig):
-    transform = lambda image: prepare_pixels(image, preprocess, source_order="BGR")  # noqa: E731
+    from edgevision.train.data import decoded_image_transform
+
+    transform = decoded_image_transform(preprocess)
 
     def load(index: np.ndarray) -> np.ndarray:
         subset = ImageFolder(folder.root, folder.classes, tuple(files[i] for i in index), labels[index])
