@@ -61,7 +61,8 @@ _file = click.Path(dir_okay=False, path_type=Path)
               help="Keep ops TFLite lacks as TensorFlow ops (SELECT_TF_OPS; the device then needs the Flex delegate).")
 @click.option("--unsafe-load", is_flag=True, help="Load models with Lambda layers (they run Python code from the file: trusted models only).")
 @click.option("--no-bias-correction", is_flag=True,
-              help="Skip compensating int8 weight rounding before post-training int8/int16x8 conversion.")
+              help="Skip compensating int8 weight rounding before post-training int8/int16x8 conversion "
+                   "and at the start of QAT.")
 @click.option("--tta", type=click.Choice(TTA_MODES),
               help="Bake test-time augmentation into the model: 'flip' averages the image and its mirror "
                    "(2x the compute; only for classes that look the same mirrored).")

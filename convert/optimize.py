@@ -224,6 +224,7 @@ def _qat(model, x, y, opts, result):
     except Exception as e:
         raise ConversionError(f"tfmot cannot make this model quantization-aware: {first_line(e, 300)}") from e
     seed_activation_ranges(qat_model, model, x, opts.batch_size)
+    seed_weight_ranges(qat_model)
     _fit(qat_model, x, y, opts.qat_epochs, opts, result.history, "qat", learning_rate=opts.qat_learning_rate)
     steps = _steps(len(x), opts, opts.qat_epochs)
     if steps < QAT_MIN_STEPS:
@@ -291,6 +292,24 @@ def seed_activation_ranges(qat_model, float_model, x: np.ndarray, batch_size: in
         assign(getattr(layer, "_output_quantizer_vars", None), inner.name)
         for activation in getattr(layer, "_quantize_activations", []):
             assign(getattr(activation, "_post_activation_vars", None), inner.name)
+    return seeded
+
+
+def seed_weight_ranges(qat_model) -> int:
+    """Set each weight quantizer's range from its kernel, as QAT's first training step would; returns how many.
+
+    tfmot creates them at [-6, 6] and sets them only in training, so until then the QAT graph run for inference
+    (a range check, an evaluation before fine-tuning) rounds kernels far more coarsely than the int8 file will.
+    Calling a quantizer in training mode is how tfmot's wrapper updates them.
+    """
+    import tensorflow as tf
+
+    seeded = 0
+    for layer in qat_model.layers:
+        for weight, quantizer, variables in getattr(layer, "_weight_vars", None) or []:
+            if variables and "min_var" in variables:
+                quantizer(tf.convert_to_tensor(weight), training=True, weights=variables)
+                seeded += 1
     return seeded
 
 

@@ -133,8 +133,8 @@ class ConvertOptions:
     train_samples: fine-tune on a seeded sample of at most this many of them (QAT only has to adapt to
         rounding, and a fraction of an epoch of a large model is often enough).
     tta: test-time augmentation baked into every produced model ("flip"; see convert/tta.py), or None.
-    bias_correction: compensate int8 weight rounding before int8/int16x8 post-training conversion
-        (convert/bias_correction.py).
+    bias_correction: compensate int8 weight rounding before int8/int16x8 post-training conversion, and in
+        the weights QAT starts from when it runs alone (convert/bias_correction.py).
     """
 
     quant: str = INT8

@@ -75,3 +75,31 @@ def test_correction_removes_the_systematic_shift_and_restores_the_model(nested):
     assert abs(corrected_shift) < 0.2 * abs(plain_shift)
     for w, b in zip(model.get_weights(), before):  # the model is back exactly as it was
         np.testing.assert_array_equal(np.asarray(w), b)
+
+
+def test_qat_starts_from_the_corrected_weights():
+    """QAT fake-quantizes kernels as TFLite rounds them, so its starting graph carries the same shift; corrected
+    weights (what convert copies into tfmot's model when QAT runs alone) start it without that shift."""
+    pytest.importorskip("tensorflow_model_optimization", reason="QAT needs the train extra")
+    from edgevision.convert import qat_configs
+    from edgevision.convert.optimize import seed_activation_ranges, seed_weight_ranges
+    from edgevision.convert.tfmot_bridge import to_tf_keras
+
+    model = biased_rounding_model(nested=False)
+    rng = np.random.default_rng(3)
+    calib = rng.uniform(0.5, 1.5, size=(64, 4, 4, IN)).astype(np.float32)
+    x = rng.uniform(0.5, 1.5, size=(32, 4, 4, IN)).astype(np.float32)
+    reference = np.asarray(model(x))
+
+    def qat_start_shift() -> float:
+        rebuilt = to_tf_keras(model)
+        qat = qat_configs.quantize_apply(rebuilt)
+        seed_activation_ranges(qat, rebuilt, calib, batch_size=16)
+        assert seed_weight_ranges(qat) == 1
+        return float(np.mean(np.asarray(qat(x, training=False)) - reference))
+
+    plain = qat_start_shift()
+    with bias_corrected(model, calib):
+        corrected = qat_start_shift()
+    assert plain < -0.1  # the fake-quantized kernels round down exactly as the int8 file's do
+    assert abs(corrected) < 0.2 * abs(plain)

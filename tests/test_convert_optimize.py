@@ -52,7 +52,11 @@ def test_qat(tiny_run, tmp_path):
     (v,) = report.variants
     assert v.variant == "int8-qat" and v.path.name == "run-int8-qat.tflite"
     assert len(report.fine_tune and v.optimizations and report.variants[0].optimizations["steps"]) == 1
-    assert read_metadata(v.path.read_bytes())["optimizations"] == ["qat"]
+    meta = read_metadata(v.path.read_bytes())
+    assert meta["optimizations"] == ["qat"]
+    # QAT alone starts from bias-corrected weights (convert/api.py), and the file says so
+    assert report.qat_bias_correction["layers"] >= 3 and meta["bias_correction"]["layers"] >= 3
+    assert "QAT started from weights" in report.format_table()
     assert make_interpreter(v.path.read_bytes()).get_input_details()[0]["dtype"] == np.int8
     assert v.float_ops == []
     assert v.evaluation.accuracy >= v.evaluation.accuracy_float - 0.1
@@ -91,6 +95,7 @@ def test_pruning_preserving_qat_keeps_the_zeros_in_int8(tiny_run, tmp_path):
     report = convert(tiny_run, tmp_path, [Variant("int8", optimized=True)], prune=0.5, qat_epochs=1)
     (v,) = report.variants
     assert v.variant == "int8-pruned50-qat"
+    assert report.qat_bias_correction is None  # pruning changed the weights after any correction
     assert read_metadata(v.model)["optimizations"] == ["pruned", "qat"]
     kernels = [k.ravel() for k in kernel_tensors(v.model).values()]
     zeros = float(np.mean(np.concatenate(kernels) == 0))
