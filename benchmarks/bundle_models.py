@@ -37,6 +37,33 @@ def _augmentation(aug) -> str:
     return ", ".join(parts) or "none"
 
 
+STEP_WORDS = {"qat": "quantization-aware training", "pruned": "pruning", "clustered": "clustering"}
+
+
+def _fine_tune_lines(fine_tune) -> list:
+    """One line per tfmot step that trained the shipped weights, from the settings the converter embedded."""
+    if not fine_tune:
+        return []
+    lines = []
+    for step in fine_tune.get("steps", []):
+        qat = step == "qat"
+        epochs = fine_tune.get("qat_epochs" if qat else "fine_tune_epochs")
+        rate = fine_tune.get("qat_learning_rate" if qat else "learning_rate")
+        lines.append(f"- {STEP_WORDS.get(step, step).capitalize()}: {epochs} epoch(s) on {fine_tune.get('n'):,} "
+                     f"images from {fine_tune.get('source')}, batch size {fine_tune.get('batch_size')}, "
+                     f"learning rate {rate:g}")
+    return lines
+
+
+def _bias_correction_lines(bc, qat: bool) -> list:
+    if not bc:
+        return []
+    where = "in the weights QAT started from" if qat else "before conversion"
+    return [f"- Bias correction: the int8 rounding of the weights is compensated {where}, in {bc.get('layers')} conv "
+            f"layers (mean output shift measured on {bc.get('images')} calibration images, subtracted where the "
+            "converter folds it in: the bias, or the beta of the following batch norm)"]
+
+
 CPU_SHARED = "a 2-core CPU shared with other work, so this is an upper bound"
 
 
@@ -67,10 +94,8 @@ def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, c
         f"- Epochs: {s.get('epochs')}, batch size {s.get('batch_size')}, seed {s.get('seed')}, "
         f"precision {run.get('precision_policy')}",
         f"- Augmentation: {_augmentation(run.get('augmentation'))}",
-        *([f"- Bias correction: the int8 rounding of the weights is compensated in {meta['bias_correction'].get('layers')} "
-           f"conv layers (mean output shift measured on {meta['bias_correction'].get('images')} calibration images, "
-           "subtracted where the converter folds it in: the bias, or the beta of the following batch norm)"]
-          if meta.get("bias_correction") else []),
+        *_fine_tune_lines(meta.get("fine_tune")),
+        *_bias_correction_lines(meta.get("bias_correction"), "qat" in (meta.get("optimizations") or ())),
         *([f"- Test-time augmentation: {tta['mode']}, inside the graph: each invoke runs {tta.get('views')} views "
            f"({tta.get('output')}), so {tta.get('views')}x the compute of the plain model"] if tta else []),
         f"- Training time: {run.get('train_seconds', 0) / 60:.1f} min on {run.get('machine')} ({hardware})",

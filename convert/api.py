@@ -383,6 +383,8 @@ def _metadata_extra(variant, report) -> dict:
     correction = report.qat_bias_correction if variant.optimized else report.bias_correction
     if variant.quant in FULL_INTEGER and correction:
         extra["bias_correction"] = {k: v for k, v in correction.items() if k != "skipped"}
+    if variant.optimized and report.fine_tune:  # what QAT/pruning/clustering trained on, with what settings
+        extra["fine_tune"] = report.fine_tune
     if report.tta:
         extra["test_time_augmentation"] = {k: v for k, v in report.tta.items() if k != "accuracy_float_single_view"}
     return extra
