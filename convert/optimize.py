@@ -229,7 +229,7 @@ def _qat(model, x, y, opts, result):
     steps = _steps(len(x), opts, opts.qat_epochs)
     if steps < QAT_MIN_STEPS:
         result.notes.append(
-            f"QAT ran only {steps} steps (MobileNetV2 with 157 steps came within 0.3 points of the float model): "
+            f"QAT ran only {steps} steps (enough for MobileNetV2 from bias-corrected weights, 0.3 points short without): "
             f"give it at least {QAT_MIN_STEPS} steps (more --qat-epochs, more --train-samples or a smaller "
             "--batch-size) and compare it with the post-training int8 model"
         )
