@@ -138,38 +138,60 @@ def run_conversion(source, variants: Sequence[Variant], options: ConvertOptions,
         seconds = time.perf_counter() - start
         results.append(_finish(src, variant, name, model, seconds, options, eval_set, reference, report))
 
+    def convert_keras(pairs, record_correction: Callable[[dict], None]) -> None:
+        """Convert the source model, with its weights as they are now, into each of `pairs`; the full-integer
+        ones from a bias-corrected export, whose description goes to `record_correction` before any conversion
+        (the models' metadata carries it)."""
+        with contextlib.ExitStack() as stack:
+            start = time.perf_counter()
+            context = quantize.exported_saved_model(served) if served is not None else _nullpath(src.path)
+            saved_model_dir = stack.enter_context(context)
+            if src.keras_model is not None:
+                report.export_seconds += time.perf_counter() - start
+            corrected_dir, correction = _bias_corrected_export(stack, src.keras_model, served, pairs, calib_inputs,
+                                                               options, say)
+            if correction:
+                record_correction(correction)
+            for variant, name in pairs:
+                integer = corrected_dir is not None and variant.quant in FULL_INTEGER
+                convert_one(variant, corrected_dir if integer else saved_model_dir, name)
+
     plain = [(v, n) for v, n in zip(variants, names) if not v.optimized]
     optimized = [(v, n) for v, n in zip(variants, names) if v.optimized]
     if plain:
-        start = time.perf_counter()
-        with contextlib.ExitStack() as stack:
-            context = quantize.exported_saved_model(served) if served is not None else _nullpath(src.path)
-            saved_model_dir = stack.enter_context(context)
-            report.export_seconds = time.perf_counter() - start if src.keras_model is not None else 0.0
-            corrected_dir = _bias_corrected_export(stack, src.keras_model, served, plain, calib_inputs, options,
-                                                   report, say)
-            for variant, name in plain:
-                integer = corrected_dir is not None and variant.quant in FULL_INTEGER
-                convert_one(variant, corrected_dir if integer else saved_model_dir, name)
+        if served is None and options.bias_correction and any(v.quant in FULL_INTEGER for v, _ in plain):
+            report.warnings.append("bias correction needs a Keras model; this SavedModel was quantized without it")
+        convert_keras(plain, lambda correction: setattr(report, "bias_correction", correction))
     if optimized:
         from edgevision.convert import optimize
+        from edgevision.convert.tfmot_bridge import weights_copied_back
 
         say(f"fine-tuning with tensorflow-model-optimization: {', '.join(options.optimizations.names())}")
         start = time.perf_counter()
         inputs = optimize.NormalizedImages(train_set.pixels, src.preprocess)
         with contextlib.ExitStack() as stack:
-            _bias_correct_qat_start(stack, src.keras_model, calib_inputs, options, report, say)
+            correction = _bias_correct_qat_start(stack, src.keras_model, calib_inputs, options, say)
             tuned = optimize.optimize(src.keras_model, inputs, train_set.labels,
                                       options.optimizations, progress=say)
         report.optimize_seconds = time.perf_counter() - start
         report.warnings.extend(tuned.notes)
-        final = tuned.model
-        if options.tta:
-            from edgevision.convert.tta import with_tta_tf_keras
+        if options.optimizations.qat:  # a QAT graph only exists in tf_keras: convert it from there
+            report.optimized_bias_correction = correction
+            final = tuned.model
+            if options.tta:
+                from edgevision.convert.tta import with_tta_tf_keras
 
-            final = with_tta_tf_keras(tuned.model, options.tta)
-        for variant, name in optimized:
-            convert_one(variant, final, name)
+                final = with_tta_tf_keras(tuned.model, options.tta)
+            for variant, name in optimized:
+                convert_one(variant, final, name)
+        else:
+            # Pruning and clustering leave the same architecture with new weights: put them back into the Keras
+            # model and convert it exactly as the plain variants are, bias correction of int8 rounding included.
+            def record(correction: dict) -> None:
+                report.optimized_bias_correction = {**correction, "applied": "after pruning/clustering"}
+
+            with weights_copied_back(tuned.model, tuned.sources):
+                convert_keras(optimized, record)
 
     report.variants = results
     _write_outputs(report, results, [targets[n] for n in names], src.labels, report_path)
@@ -280,26 +302,22 @@ def _fine_tune_set(src, options):
         raise DataError(f"fine-tuning needs the training images: {e}; pass --train-data DIR") from e
 
 
-def _bias_corrected_export(stack, model, served, plain, calib_inputs, options, report, say):
-    """A SavedModel of `served` with the int8 weight rounding of `model` (the source model; `served` is it or
-    its TTA wrapper, sharing its weights) compensated (bias_correction.py), for the full-integer variants;
-    None when none is asked for or correction is off. The weights are restored when `stack` closes; the
-    export has its own copy of them."""
-    if not options.bias_correction or not any(v.quant in FULL_INTEGER for v, _ in plain):
-        return None
-    if served is None:
-        report.warnings.append("bias correction needs a Keras model; this SavedModel was quantized without it")
-        return None
+def _bias_corrected_export(stack, model, served, pairs, calib_inputs, options, say):
+    """(SavedModel of `served` with the int8 weight rounding of `model` compensated, what was corrected), for
+    the full-integer variants among `pairs` (bias_correction.py); (None, None) when none is asked for, correction
+    is off or there is no Keras model. `model` is the source model; `served` is it or its TTA wrapper, sharing
+    its weights. The weights are restored when `stack` closes; the export has its own copy of them."""
+    if not options.bias_correction or served is None or not any(v.quant in FULL_INTEGER for v, _ in pairs):
+        return None, None
     from edgevision.convert import quantize
     from edgevision.convert.bias_correction import bias_corrected
 
     say("measuring int8 weight-rounding shifts for bias correction")
     correction = stack.enter_context(bias_corrected(model, calib_inputs))
-    report.bias_correction = correction.to_dict()
-    return stack.enter_context(quantize.exported_saved_model(served))
+    return stack.enter_context(quantize.exported_saved_model(served)), correction.to_dict()
 
 
-def _bias_correct_qat_start(stack, model, calib_inputs, options, report, say) -> None:
+def _bias_correct_qat_start(stack, model, calib_inputs, options, say) -> Optional[dict]:
     """Start QAT (alone, not after pruning or clustering, which change the weights first) from bias-corrected
     weights. QAT fake-quantizes the kernels exactly as TFLite rounds them, so an uncorrected start carries the
     same per-channel output shifts as post-training int8, and a short fine-tune at QAT's small learning rate
@@ -307,14 +325,14 @@ def _bias_correct_qat_start(stack, model, calib_inputs, options, report, say) ->
     points) instead of 2.4 points down. The weights are restored when `stack` closes; tfmot has its own copy."""
     opts = options.optimizations
     if not (options.bias_correction and opts.qat and opts.prune is None and opts.cluster is None):
-        return
+        return None
     if calib_inputs is None:
-        return
+        return None
     from edgevision.convert.bias_correction import bias_corrected
 
     say("measuring int8 weight-rounding shifts for bias correction before QAT")
     correction = stack.enter_context(bias_corrected(model, calib_inputs))
-    report.qat_bias_correction = correction.to_dict()
+    return {**correction.to_dict(), "applied": "to the weights QAT started from"}
 
 
 def _served_model(src, options, report):
@@ -380,7 +398,7 @@ def _metadata_extra(variant, report) -> dict:
     extra = {}
     if variant.quant in FULL_INTEGER and report.calibration:
         extra["calibration"] = report.calibration
-    correction = report.qat_bias_correction if variant.optimized else report.bias_correction
+    correction = report.optimized_bias_correction if variant.optimized else report.bias_correction
     if variant.quant in FULL_INTEGER and correction:
         extra["bias_correction"] = {k: v for k, v in correction.items() if k != "skipped"}
     if variant.optimized and report.fine_tune:  # what QAT/pruning/clustering trained on, with what settings

@@ -89,6 +89,7 @@ def _batches(x, y: np.ndarray, batch_size: int, seed: int):
 @dataclass
 class Optimized:
     model: object  # tf_keras model, ready for conversion
+    sources: dict = field(default_factory=dict)  # {tf_keras layer name: Keras 3 layer} (weights_copied_back)
     notes: List[str] = field(default_factory=list)
     history: dict = field(default_factory=dict)
 
@@ -101,12 +102,12 @@ def optimize(keras_model, x, y: np.ndarray, opts: Optimizations,
     import tensorflow_model_optimization as tfmot
     import tf_keras
 
-    from edgevision.convert.tfmot_bridge import to_tf_keras
+    from edgevision.convert.tfmot_bridge import rebuild_in_tf_keras
 
     say = progress or (lambda message: None)
     tf_keras.utils.set_random_seed(opts.seed)
-    model = to_tf_keras(keras_model)
-    result = Optimized(model)
+    model, sources = rebuild_in_tf_keras(keras_model)
+    result = Optimized(model, sources)
     if opts.prune is not None:
         say(f"pruning to {opts.prune:.0%} sparsity over {opts.fine_tune_epochs} epoch(s)")
         model = _prune(model, x, y, opts, result)

@@ -91,7 +91,8 @@ class ConversionReport:
     warnings: List[str] = field(default_factory=list)
     tta: Optional[dict] = None  # test-time augmentation baked into every variant (convert/tta.py)
     bias_correction: Optional[dict] = None  # applied before the post-training int8/int16x8 conversions
-    qat_bias_correction: Optional[dict] = None  # applied to the weights QAT starts from
+    # for the tfmot variants: applied to the weights QAT starts from, or after pruning/clustering
+    optimized_bias_correction: Optional[dict] = None
 
     def float32_bytes(self) -> Optional[int]:
         """Size of the float32 variant, or of the source model's float32 weights when none was produced."""
@@ -112,7 +113,7 @@ class ConversionReport:
             "fine_tune": self.fine_tune,
             "test_time_augmentation": self.tta,
             "bias_correction": self.bias_correction,
-            "qat_bias_correction": self.qat_bias_correction,
+            "optimized_bias_correction": self.optimized_bias_correction,
             "export_seconds": round(self.export_seconds, 3),
             "optimize_seconds": round(self.optimize_seconds, 3),
             "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
@@ -158,9 +159,9 @@ class ConversionReport:
             bc = self.bias_correction
             notes.append(f"post-training int8/int16x8: int8 weight rounding compensated in {bc['layers']} conv layers "
                          f"(bias correction on {bc['images']} calibration images, largest shift {bc['max_shift']:.3g})")
-        if self.qat_bias_correction:
-            bc = self.qat_bias_correction
-            notes.append(f"QAT started from weights with the int8 rounding shift compensated in {bc['layers']} conv "
+        if self.optimized_bias_correction:
+            bc = self.optimized_bias_correction
+            notes.append(f"fine-tuned int8: int8 weight rounding compensated {bc['applied']}, in {bc['layers']} conv "
                          f"layers (bias correction on {bc['images']} calibration images)")
         if self.calibration:
             notes.append(f"calibrated on {self.calibration['n']} images from {self.calibration['source']}")

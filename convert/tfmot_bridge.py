@@ -14,7 +14,8 @@ carried over: the error names every one of them.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence, Tuple
+import contextlib
+from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
@@ -164,6 +165,14 @@ def _plain(value):
 
 def to_tf_keras(model, check: bool = True):
     """A tf_keras functional model computing the same function as the Keras 3 `model`, with its weights."""
+    return rebuild_in_tf_keras(model, check)[0]
+
+
+def rebuild_in_tf_keras(model, check: bool = True) -> Tuple[Any, Dict[str, Any]]:
+    """(to_tf_keras(model), {tf_keras layer name: the Keras 3 layer it was built from}).
+
+    The map is by name because tfmot's strip_pruning / strip_clustering return new layer objects under the
+    same names; weights_copied_back uses it to carry fine-tuned weights home."""
     rebuild = _Rebuild()
     problems = rebuild.unsupported(model)
     if problems:
@@ -183,7 +192,26 @@ def to_tf_keras(model, check: bool = True):
         _copy_weights(old, fresh)
     if check:
         check_same_function(model, new)
-    return new
+    return new, {fresh.name: old for old, fresh in rebuild.pairs}
+
+
+@contextlib.contextmanager
+def weights_copied_back(tf_model, sources: Dict[str, Any]) -> Iterator[None]:
+    """For the duration of the block, the Keras 3 layers in `sources` hold the weights of their namesakes in
+    `tf_model` (a rebuilt model after pruning or clustering); their own weights are put back afterwards."""
+    layers = {layer.name: layer for layer in tf_model.layers}
+    missing = sorted(set(sources) - set(layers))
+    if missing:
+        raise ConversionError(f"the fine-tuned tf_keras model lost layers {missing[:5]}; cannot carry its weights "
+                              "back to the Keras model")
+    saved = [(old, old.get_weights()) for old in sources.values()]
+    try:
+        for name, old in sources.items():
+            _copy_weights(layers[name], old)
+        yield
+    finally:
+        for old, weights in saved:
+            old.set_weights(weights)
 
 
 def _input_name(model) -> str:
@@ -196,8 +224,8 @@ def _copy_weights(old, new) -> None:
     expected = [tuple(w.shape) for w in new.get_weights()]
     if [tuple(w.shape) for w in weights] != expected:
         raise ConversionError(
-            f"layer {old.name} ({type(old).__name__}): its weights {[tuple(w.shape) for w in weights]} do not fit the "
-            f"tf_keras layer's {expected}; this layer cannot be carried over to tf_keras"
+            f"layer {old.name} ({type(old).__name__}): its weights {[tuple(w.shape) for w in weights]} do not fit "
+            f"the other Keras version's layer {new.name} {expected}; this layer cannot be carried over"
         )
     new.set_weights(weights)
 

@@ -55,8 +55,9 @@ def test_qat(tiny_run, tmp_path):
     meta = read_metadata(v.path.read_bytes())
     assert meta["optimizations"] == ["qat"]
     # QAT alone starts from bias-corrected weights (convert/api.py), and the file says so
-    assert report.qat_bias_correction["layers"] >= 3 and meta["bias_correction"]["layers"] >= 3
-    assert "QAT started from weights" in report.format_table()
+    assert report.optimized_bias_correction["applied"] == "to the weights QAT started from"
+    assert report.optimized_bias_correction["layers"] >= 3 and meta["bias_correction"]["layers"] >= 3
+    assert "compensated to the weights QAT started from" in report.format_table()
     assert make_interpreter(v.path.read_bytes()).get_input_details()[0]["dtype"] == np.int8
     assert v.float_ops == []
     assert v.evaluation.accuracy >= v.evaluation.accuracy_float - 0.1
@@ -74,6 +75,21 @@ def test_pruning_shrinks_the_gzip_size(tiny_run, tmp_path):
     assert any("sparsity" in note for note in report.warnings)
     # Batch-norm statistics are re-estimated after pruning: without that the model fell to chance (33 %).
     assert pruned.evaluation.accuracy >= 0.6
+
+
+def test_pruned_int8_converts_from_the_keras_model_with_bias_correction(tiny_run, tmp_path):
+    report = convert(tiny_run, tmp_path, [Variant("int8", optimized=True)], prune=0.5, fine_tune_epochs=2)
+    (v,) = report.variants
+    assert v.variant == "int8-pruned50"
+    # The pruned weights went back into the Keras model, which converted as a plain int8 model does: with its
+    # int8 weight rounding compensated, which moves biases and batch-norm betas but never a pruned zero.
+    bc = report.optimized_bias_correction
+    assert bc["applied"] == "after pruning/clustering" and bc["layers"] >= 3
+    assert read_metadata(v.model)["bias_correction"]["layers"] == bc["layers"]
+    zeros = np.concatenate([k.ravel() for k in kernel_tensors(v.model, ("CONV_2D", "FULLY_CONNECTED")).values()]) == 0
+    assert zeros.mean() >= 0.45
+    assert v.float_ops == []
+    assert v.evaluation.accuracy >= v.evaluation.accuracy_float - 0.1
 
 
 def test_clustering_leaves_k_values_per_kernel(tiny_run, tmp_path):
@@ -95,7 +111,7 @@ def test_pruning_preserving_qat_keeps_the_zeros_in_int8(tiny_run, tmp_path):
     report = convert(tiny_run, tmp_path, [Variant("int8", optimized=True)], prune=0.5, qat_epochs=1)
     (v,) = report.variants
     assert v.variant == "int8-pruned50-qat"
-    assert report.qat_bias_correction is None  # pruning changed the weights after any correction
+    assert report.optimized_bias_correction is None  # pruning changed the weights; QAT then trains on them
     assert read_metadata(v.model)["optimizations"] == ["pruned", "qat"]
     kernels = [k.ravel() for k in kernel_tensors(v.model).values()]
     zeros = float(np.mean(np.concatenate(kernels) == 0))
@@ -108,7 +124,7 @@ def test_pruning_preserving_qat_keeps_the_zeros_in_int8(tiny_run, tmp_path):
 def test_bridge_rebuilds_mobilenetv2_with_a_head():
     import keras
 
-    from edgevision.convert.tfmot_bridge import check_same_function, to_tf_keras
+    from edgevision.convert.tfmot_bridge import check_same_function, rebuild_in_tf_keras, weights_copied_back
 
     keras.utils.set_random_seed(0)
     base = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(96, 96, 3), alpha=0.35)
@@ -122,10 +138,20 @@ def test_bridge_rebuilds_mobilenetv2_with_a_head():
             rng = np.random.default_rng(len(layer.name))
             layer.set_weights([gamma, beta, rng.normal(0, 0.1, mean.shape).astype("float32"),
                                rng.uniform(0.5, 1.5, var.shape).astype("float32")])
-    rebuilt = to_tf_keras(model)  # nested base model flattened into one graph (tfmot cannot quantize nested models)
+    rebuilt, sources = rebuild_in_tf_keras(model)  # nested base flattened into one graph (tfmot cannot quantize nested models)
     assert not any(hasattr(layer, "layers") for layer in rebuilt.layers)
     assert len(rebuilt.layers) == len(base.layers) + 3
     assert check_same_function(model, rebuilt, samples=3, seed=1) < 1e-4
+
+    # Fine-tuned weights (here: perturbed) carried back into the Keras 3 model, nested layers included, and the
+    # model's own weights restored afterwards.
+    original = [np.array(w) for w in model.get_weights()]
+    rng = np.random.default_rng(2)
+    rebuilt.set_weights([w * rng.uniform(0.5, 1.5, w.shape).astype("float32") for w in rebuilt.get_weights()])
+    with weights_copied_back(rebuilt, sources):
+        assert check_same_function(model, rebuilt, samples=3, seed=1) < 1e-4
+    for w, o in zip(model.get_weights(), original):
+        np.testing.assert_array_equal(np.asarray(w), o)
 
 
 def test_bridge_names_the_layers_it_cannot_carry_over():
