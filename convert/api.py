@@ -138,20 +138,17 @@ def run_conversion(source, variants: Sequence[Variant], options: ConvertOptions,
         seconds = time.perf_counter() - start
         results.append(_finish(src, variant, name, model, seconds, options, eval_set, reference, report))
 
-    def convert_keras(pairs, record_correction: Callable[[dict], None]) -> None:
+    def convert_keras(pairs) -> None:
         """Convert the source model, with its weights as they are now, into each of `pairs`; the full-integer
-        ones from a bias-corrected export, whose description goes to `record_correction` before any conversion
-        (the models' metadata carries it)."""
+        ones from a bias-corrected export."""
         with contextlib.ExitStack() as stack:
             start = time.perf_counter()
             context = quantize.exported_saved_model(served) if served is not None else _nullpath(src.path)
             saved_model_dir = stack.enter_context(context)
             if src.keras_model is not None:
                 report.export_seconds += time.perf_counter() - start
-            corrected_dir, correction = _bias_corrected_export(stack, src.keras_model, served, pairs, calib_inputs,
-                                                               options, say)
-            if correction:
-                record_correction(correction)
+            corrected_dir = _bias_corrected_export(stack, src.keras_model, served, pairs, calib_inputs, options,
+                                                   report, say)
             for variant, name in pairs:
                 integer = corrected_dir is not None and variant.quant in FULL_INTEGER
                 convert_one(variant, corrected_dir if integer else saved_model_dir, name)
@@ -159,9 +156,7 @@ def run_conversion(source, variants: Sequence[Variant], options: ConvertOptions,
     plain = [(v, n) for v, n in zip(variants, names) if not v.optimized]
     optimized = [(v, n) for v, n in zip(variants, names) if v.optimized]
     if plain:
-        if served is None and options.bias_correction and any(v.quant in FULL_INTEGER for v, _ in plain):
-            report.warnings.append("bias correction needs a Keras model; this SavedModel was quantized without it")
-        convert_keras(plain, lambda correction: setattr(report, "bias_correction", correction))
+        convert_keras(plain)
     if optimized:
         from edgevision.convert import optimize
         from edgevision.convert.tfmot_bridge import weights_copied_back
@@ -187,11 +182,8 @@ def run_conversion(source, variants: Sequence[Variant], options: ConvertOptions,
         else:
             # Pruning and clustering leave the same architecture with new weights: put them back into the Keras
             # model and convert it exactly as the plain variants are, bias correction of int8 rounding included.
-            def record(correction: dict) -> None:
-                report.optimized_bias_correction = {**correction, "applied": "after pruning/clustering"}
-
             with weights_copied_back(tuned.model, tuned.sources):
-                convert_keras(optimized, record)
+                convert_keras(optimized)
 
     report.variants = results
     _write_outputs(report, results, [targets[n] for n in names], src.labels, report_path)
@@ -302,19 +294,28 @@ def _fine_tune_set(src, options):
         raise DataError(f"fine-tuning needs the training images: {e}; pass --train-data DIR") from e
 
 
-def _bias_corrected_export(stack, model, served, pairs, calib_inputs, options, say):
-    """(SavedModel of `served` with the int8 weight rounding of `model` compensated, what was corrected), for
-    the full-integer variants among `pairs` (bias_correction.py); (None, None) when none is asked for, correction
-    is off or there is no Keras model. `model` is the source model; `served` is it or its TTA wrapper, sharing
-    its weights. The weights are restored when `stack` closes; the export has its own copy of them."""
-    if not options.bias_correction or served is None or not any(v.quant in FULL_INTEGER for v, _ in pairs):
-        return None, None
+def _bias_corrected_export(stack, model, served, pairs, calib_inputs, options, report, say):
+    """A SavedModel of `served` with the int8 weight rounding of `model` compensated (bias_correction.py), for
+    the full-integer variants among `pairs`; None when none is asked for or correction is off. `model` is the
+    source model; `served` is it or its TTA wrapper, sharing its weights. What was corrected goes into the report
+    before any conversion (the models' metadata carries it): `bias_correction` for post-training variants,
+    `optimized_bias_correction` for pruned/clustered ones (all of `pairs` are one kind or the other). The weights
+    are restored when `stack` closes; the export has its own copy of them."""
+    if not options.bias_correction or not any(v.quant in FULL_INTEGER for v, _ in pairs):
+        return None
+    if served is None:
+        report.warnings.append("bias correction needs a Keras model; this SavedModel was quantized without it")
+        return None
     from edgevision.convert import quantize
     from edgevision.convert.bias_correction import bias_corrected
 
     say("measuring int8 weight-rounding shifts for bias correction")
-    correction = stack.enter_context(bias_corrected(model, calib_inputs))
-    return stack.enter_context(quantize.exported_saved_model(served)), correction.to_dict()
+    correction = stack.enter_context(bias_corrected(model, calib_inputs)).to_dict()
+    if pairs[0][0].optimized:
+        report.optimized_bias_correction = {**correction, "applied": "after pruning/clustering"}
+    else:
+        report.bias_correction = correction
+    return stack.enter_context(quantize.exported_saved_model(served))
 
 
 def _bias_correct_qat_start(stack, model, calib_inputs, options, say) -> Optional[dict]:

@@ -48,7 +48,7 @@ def with_tta(model, mode: str):
 
 
 def with_tta_tf_keras(model, mode: str):
-    """The same for a tf_keras model (after QAT, pruning or clustering), built from tf ops in Lambda layers:
+    """The same for a tf_keras model (a QAT graph, which exists only in tf_keras), built from tf ops in Lambda layers:
     these are never saved, only traced by the converter, so Lambda's load-time code risk does not apply."""
     import tensorflow as tf
     import tf_keras
