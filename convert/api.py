@@ -27,7 +27,7 @@ from edgevision.convert.options import (
     Variant,
 )
 from edgevision.convert.report import ConversionReport, ConversionResult
-from edgevision.errors import DataError, EdgeVisionError, UsageError
+from edgevision.errors import DataError, UsageError
 
 Progress = Optional[Callable[[str], None]]
 TFLITE_SUFFIX = ".tflite"
@@ -77,7 +77,7 @@ def default_output(source, variant_name: str) -> Path:
 def run_conversion(source, variants: Sequence[Variant], options: ConvertOptions, *, out=None, out_dir=None,
                    report_path=None, progress: Progress = None) -> ConversionReport:
     """Convert `source` into each of `variants`; write them (to `out`, or `out_dir`) only if all succeed."""
-    from edgevision.convert import calibration, evaluate, quantize
+    from edgevision.convert import evaluate, quantize
     from edgevision.convert.loading import load_model, open_source
 
     say = progress or (lambda message: None)

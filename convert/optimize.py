@@ -99,7 +99,6 @@ def optimize(keras_model, x, y: np.ndarray, opts: Optimizations,
     """Apply opts (prune / cluster / QAT) to a Keras 3 model fine-tuning on normalised inputs x, labels y.
 
     x is a float32 array or a NormalizedImages (the same values, made batch by batch)."""
-    import tensorflow_model_optimization as tfmot
     import tf_keras
 
     from edgevision.convert.tfmot_bridge import rebuild_in_tf_keras
