@@ -131,7 +131,7 @@ def test_cnn_run_directory_has_every_file(cnn_runs):
     assert run["status"] == "complete" and run["settings"]["arch"] == "cnn" and run["epochs_completed"] == CNN_EPOCHS
     assert run["num_train"] + run["num_val"] == 30 and run["parameters"] <= 1_500_000
     # What the defaults resolved to is recorded, not just the None that was typed.
-    assert run["weight_decay"] == 5e-3 and run["augmentation"] == {"flip": True, "pad": 4, "cutout": 8}
+    assert run["weight_decay"] == 5e-3 and run["label_smoothing"] == 0.2 and run["augmentation"] == {"flip": True, "pad": 4, "cutout": 8}
     report = json.loads((ref / "report.json").read_text())
     assert set(report["per_class"]) == set(CLASSES) and report["n"] == run["num_val"]
     assert {"precision", "recall", "f1", "support"} <= set(report["per_class"]["cat"])
@@ -351,7 +351,7 @@ def test_defaults_resolve_per_architecture():
     import dataclasses
 
     from edgevision.errors import UsageError
-    from edgevision.train.trainer import TrainSettings, cutout_for, weight_decay_for
+    from edgevision.train.trainer import TrainSettings, cutout_for, label_smoothing_for, weight_decay_for
 
     cnn = TrainSettings(arch="cnn", data="d", out="o", epochs=1, batch_size=1)
     mnv2 = TrainSettings(arch="mobilenetv2", data="d", out="o", epochs=1, batch_size=1, head_epochs=1)
@@ -360,9 +360,32 @@ def test_defaults_resolve_per_architecture():
     assert cutout_for(dataclasses.replace(mnv2, cutout=0), 160) == 0
     assert (weight_decay_for(cnn), weight_decay_for(mnv2)) == (5e-3, 5e-2)
     assert weight_decay_for(dataclasses.replace(cnn, weight_decay=0.0)) == 0.0
+    assert (label_smoothing_for(cnn), label_smoothing_for(mnv2)) == (0.2, 0.1)
+    assert label_smoothing_for(dataclasses.replace(mnv2, label_smoothing=0.0)) == 0.0
+    with pytest.raises(UsageError, match="--label-smoothing must be at least 0 and below 1, got 1.0"):
+        TrainSettings(arch="cnn", data="d", out="o", epochs=1, batch_size=1, label_smoothing=1.0)
     for bad in ({"weight_decay": -0.1}, {"fine_tune_layers": -1}):
         with pytest.raises(UsageError, match="must be 0 or more"):
             TrainSettings(arch="mobilenetv2", data="d", out="o", epochs=1, batch_size=1, head_epochs=1, **bad)
+
+
+def test_the_cnn_logit_multiplier_is_folded_into_the_dense_layer():
+    import keras
+
+    from edgevision.train.architectures import LOGIT_SCALE, build_cnn, fold_logit_scale
+
+    model = build_cnn(10)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # away from the initial values, so batch norm and biases count
+        layer.set_weights([w + rng.uniform(0.0, 0.1, w.shape).astype(w.dtype) for w in layer.get_weights()])
+    folded = fold_logit_scale(model)
+    names = [layer.name for layer in folded.layers]
+    assert LOGIT_SCALE in [layer.name for layer in model.layers] and LOGIT_SCALE not in names
+    assert not any(isinstance(layer, keras.layers.Rescaling) for layer in folded.layers)
+    x = rng.normal(size=(4, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    assert folded.count_params() == model.count_params() <= 1_500_000
+    assert fold_logit_scale(folded) is folded
 
 
 def test_a_run_that_ends_at_chance_level_is_flagged():

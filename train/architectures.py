@@ -7,6 +7,7 @@ softmax: probabilities out, which int8 quantises well and every consumer can rea
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -14,21 +15,40 @@ from edgevision.edge_runtime.preprocess import MINUS_ONE_TO_ONE, PreprocessConfi
 from edgevision.errors import UsageError, first_line
 
 CNN_INPUT = (32, 32)
+LOGIT_SCALE = "logit_scale"  # name of the CNN's training-time logit multiplier layer
 MOBILENET_SIZES = (96, 224)  # the input sizes MobileNetV2's ImageNet weights are meant for, inclusive
 
 
 @dataclass(frozen=True)
 class CNNConfig:
-    """A VGG-style residual-free CNN sized for microcontroller-class budgets (~1.2 M parameters).
+    """A residual CNN in the shape of the fast CIFAR-10 "ResNet-9" (Page, DAWNBench 2018), cut to fit a
+    microcontroller-class budget: ~1.33 M parameters instead of 6.5 M.
 
-    A stem, then three stages of conv -> max-pool -> conv at widths 64/128/256 with batch norm and ReLU, global
-    max pooling and one dense layer. Measured on this 2-core CPU: ~430 images/s in training (TF backend),
-    i.e. ~105 s per CIFAR-10 epoch alone, so the bundled 35-epoch recipe is about an hour.
+    A stem, then one stage per width: conv -> batch norm -> ReLU -> max-pool, followed in the `residual`
+    stages by two more convs whose output is added back. Global max pooling and one dense layer. The convs
+    run before each pool at the higher resolution, and the parameter-heavy residual pair of the last stage
+    runs at 4x4, so the compute (~180 MFLOP per image) is that of the plain VGG-style net it replaced.
+    Conv -> BN -> ReLU is the order TFLite fuses into one int8 kernel; a residual add is one more int8 op.
+    The last width is 224 rather than 256 to stay under 1.5 M parameters.
+
+    Measured on CIFAR-10 (5,000-image validation split, this 2-core CPU, ~105 s per epoch at batch 512): 90.04 %
+    after 30 epochs in 53 min, where the plain VGG-style net before it (1.17 M parameters) reached 89.66 % after
+    35 epochs in 77 min.
     """
 
     stem_width: int = 32
-    widths: Tuple[int, ...] = (64, 128, 256)
+    widths: Tuple[int, ...] = (64, 128, 224)
+    residual: Tuple[bool, ...] = (True, False, True)
     dropout: float = 0.0
+    # A fixed multiplier on the logits while training (ResNet-9's 1/8). Without it the first epoch ended at
+    # 17 % training accuracy with a loss of 3.8, above the ln 10 of guessing; with it, 37 % and 1.97. It only
+    # changes how SGD sees the head, so `fold_logit_scale` moves it into the dense layer for the saved model
+    # (a Rescaling layer is something tfmot's pruning and QAT cannot wrap). None: no multiplier.
+    logit_scale: Optional[float] = 0.125
+
+    def __post_init__(self):
+        if len(self.residual) != len(self.widths):
+            raise ValueError(f"CNNConfig: one residual flag per width expected, got {self.residual} for {self.widths}")
 
 
 def build_cnn(num_classes: int, input_size: Tuple[int, int] = CNN_INPUT, config: CNNConfig = CNNConfig()):
@@ -42,16 +62,41 @@ def build_cnn(num_classes: int, input_size: Tuple[int, int] = CNN_INPUT, config:
 
     inputs = keras.Input(shape=(*input_size, 3), name="image")
     x = conv_bn_relu(inputs, config.stem_width, "stem")
-    for i, width in enumerate(config.widths, start=1):
-        x = conv_bn_relu(x, width, f"stage{i}a")
+    for i, (width, residual) in enumerate(zip(config.widths, config.residual), start=1):
+        x = conv_bn_relu(x, width, f"stage{i}")
         x = layers.MaxPooling2D(name=f"stage{i}_pool")(x)
-        x = conv_bn_relu(x, width, f"stage{i}b")
+        if residual:
+            branch = conv_bn_relu(x, width, f"stage{i}_res1")
+            branch = conv_bn_relu(branch, width, f"stage{i}_res2")
+            x = layers.Add(name=f"stage{i}_add")([x, branch])
     x = layers.GlobalMaxPooling2D(name="pool")(x)
     if config.dropout:
         x = layers.Dropout(config.dropout, name="dropout")(x)
     x = layers.Dense(num_classes, name="logits")(x)
+    if config.logit_scale is not None:
+        x = layers.Rescaling(config.logit_scale, name=LOGIT_SCALE)(x)
     outputs = layers.Softmax(dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="edgevision_cnn")
+
+
+def fold_logit_scale(model, config: CNNConfig = CNNConfig()):
+    """The same function without the logit multiplier: its dense layer's kernel and bias scaled instead.
+
+    Returns `model` itself when it has no multiplier. The result is exact up to float rounding.
+    """
+    names = {layer.name for layer in model.layers}
+    if LOGIT_SCALE not in names:
+        return model
+    scale = model.get_layer(LOGIT_SCALE).scale
+    _, *input_size, _ = model.input_shape
+    num_classes = model.output_shape[-1]
+    folded = build_cnn(num_classes, tuple(input_size), dataclasses.replace(config, logit_scale=None))
+    for layer in folded.layers:
+        weights = model.get_layer(layer.name).get_weights()
+        if layer.name == "logits":
+            weights = [w * scale for w in weights]
+        layer.set_weights(weights)
+    return folded
 
 
 def mobilenet_preprocess(input_size: int) -> PreprocessConfig:
