@@ -6,8 +6,9 @@ through the unchanged model: no extra weights, one interpreter call, and every T
 file gets the same answers as the edge runtime. The price is twice the compute per image.
 
 Measured on the bundled CIFAR-10 CNN (5,000 validation images): 90.04 % -> 90.50 % in float and
-89.98 % -> 90.42 % in int8; on the fine-tuned MobileNetV2 it bought only +0.08 points. Mirroring is only right when the classes look the same mirrored (objects, animals: not
-text, not left/right arrows), which is why it is opt-in.
+89.98 % -> 90.42 % in int8; on the fine-tuned MobileNetV2 it bought only +0.08 points. Mirroring is only
+right when the classes look the same mirrored (objects, animals: not text, not left/right arrows), which is
+why it is opt-in.
 """
 
 from __future__ import annotations
