@@ -370,15 +370,19 @@ def test_defaults_resolve_per_architecture():
             TrainSettings(arch="mobilenetv2", data="d", out="o", epochs=1, batch_size=1, head_epochs=1, **bad)
 
 
-def test_the_cnn_logit_multiplier_is_folded_into_the_dense_layer():
+@pytest.mark.parametrize("config", [None, "small"], ids=["default", "another-config"])
+def test_the_cnn_logit_multiplier_is_folded_into_the_dense_layer(config):
     import keras
 
-    from edgevision.train.architectures import LOGIT_SCALE, build_cnn, fold_logit_scale
+    from edgevision.train.architectures import LOGIT_SCALE, CNNConfig, build_cnn, fold_logit_scale
 
-    model = build_cnn(10)
+    # Folding works on the graph, so a config with other widths and residual stages folds as well as the default.
+    config = CNNConfig() if config is None else CNNConfig(stem_width=8, widths=(16, 24), residual=(False, True))
+    model = build_cnn(10, config=config)
     rng = np.random.default_rng(0)
     for layer in model.layers:  # away from the initial values, so batch norm and biases count
         layer.set_weights([w + rng.uniform(0.0, 0.1, w.shape).astype(w.dtype) for w in layer.get_weights()])
+    before = [w.copy() for w in model.get_weights()]
     folded = fold_logit_scale(model)
     names = [layer.name for layer in folded.layers]
     assert LOGIT_SCALE in [layer.name for layer in model.layers] and LOGIT_SCALE not in names
@@ -386,6 +390,8 @@ def test_the_cnn_logit_multiplier_is_folded_into_the_dense_layer():
     x = rng.normal(size=(4, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
     assert folded.count_params() == model.count_params() <= 1_500_000
+    for kept, now in zip(before, model.get_weights()):  # the caller's model is left as it was
+        np.testing.assert_array_equal(kept, now)
     assert fold_logit_scale(folded) is folded
 
 

@@ -7,7 +7,6 @@ softmax: probabilities out, which int8 quantises well and every consumer can rea
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -16,6 +15,7 @@ from edgevision.errors import UsageError, first_line
 
 CNN_INPUT = (32, 32)
 LOGIT_SCALE = "logit_scale"  # name of the CNN's training-time logit multiplier layer
+LOGITS = "logits"  # the dense layer that feeds it, and that folding scales
 MOBILENET_SIZES = (96, 224)  # the input sizes MobileNetV2's ImageNet weights are meant for, inclusive
 
 
@@ -72,28 +72,33 @@ def build_cnn(num_classes: int, input_size: Tuple[int, int] = CNN_INPUT, config:
     x = layers.GlobalMaxPooling2D(name="pool")(x)
     if config.dropout:
         x = layers.Dropout(config.dropout, name="dropout")(x)
-    x = layers.Dense(num_classes, name="logits")(x)
+    x = layers.Dense(num_classes, name=LOGITS)(x)
     if config.logit_scale is not None:
         x = layers.Rescaling(config.logit_scale, name=LOGIT_SCALE)(x)
     outputs = layers.Softmax(dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="edgevision_cnn")
 
 
-def fold_logit_scale(model, config: CNNConfig = CNNConfig()):
-    """The same function without the logit multiplier: its dense layer's kernel and bias scaled instead.
+def fold_logit_scale(model):
+    """The same function without the logit multiplier: the dense layer that feeds it is scaled instead.
 
-    Returns `model` itself when it has no multiplier. The result is exact up to float rounding.
+    Works on the graph (a clone that calls past the multiplier), so any CNNConfig folds, not only the default.
+    Returns `model` itself when it has no multiplier; never changes `model`. Exact up to float rounding.
     """
-    names = {layer.name for layer in model.layers}
-    if LOGIT_SCALE not in names:
+    import keras
+
+    if LOGIT_SCALE not in {layer.name for layer in model.layers}:
         return model
     scale = model.get_layer(LOGIT_SCALE).scale
-    _, *input_size, _ = model.input_shape
-    num_classes = model.output_shape[-1]
-    folded = build_cnn(num_classes, tuple(input_size), dataclasses.replace(config, logit_scale=None))
+
+    def call_past_scale(layer, *args, **kwargs):
+        return args[0] if layer.name == LOGIT_SCALE else layer(*args, **kwargs)
+
+    # clone_model builds fresh layers of the same names (weights not shared), so the caller's model stays as it was.
+    folded = keras.models.clone_model(model, call_function=call_past_scale)
     for layer in folded.layers:
         weights = model.get_layer(layer.name).get_weights()
-        if layer.name == "logits":
+        if layer.name == LOGITS:
             weights = [w * scale for w in weights]
         layer.set_weights(weights)
     return folded
