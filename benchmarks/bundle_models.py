@@ -55,10 +55,12 @@ def _fine_tune_lines(fine_tune) -> list:
     return lines
 
 
-def _bias_correction_lines(bc, qat: bool) -> list:
+def _bias_correction_lines(bc) -> list:
     if not bc:
         return []
-    where = "in the weights QAT started from" if qat else "before conversion"
+    # The converter records where the correction went for the tfmot variants (the weights QAT started from, or
+    # after pruning/clustering); post-training variants carry no such field: it came before conversion.
+    where = bc.get("applied", "before conversion")
     return [f"- Bias correction: the int8 rounding of the weights is compensated {where}, in {bc.get('layers')} conv "
             f"layers (mean output shift measured on {bc.get('images')} calibration images, subtracted where the "
             "converter folds it in: the bias, or the beta of the following batch norm)"]
@@ -95,7 +97,7 @@ def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, c
         f"precision {run.get('precision_policy')}",
         f"- Augmentation: {_augmentation(run.get('augmentation'))}",
         *_fine_tune_lines(meta.get("fine_tune")),
-        *_bias_correction_lines(meta.get("bias_correction"), "qat" in (meta.get("optimizations") or ())),
+        *_bias_correction_lines(meta.get("bias_correction")),
         *([f"- Test-time augmentation: {tta['mode']}, inside the graph: each invoke runs {tta.get('views')} views "
            f"({tta.get('output')}), so {tta.get('views')}x the compute of the plain model"] if tta else []),
         f"- Training time: {run.get('train_seconds', 0) / 60:.1f} min on {run.get('machine')} ({hardware})",

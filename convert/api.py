@@ -333,7 +333,7 @@ def _bias_correct_qat_start(stack, model, calib_inputs, options, say) -> Optiona
 
     say("measuring int8 weight-rounding shifts for bias correction before QAT")
     correction = stack.enter_context(bias_corrected(model, calib_inputs))
-    return {**correction.to_dict(), "applied": "to the weights QAT started from"}
+    return {**correction.to_dict(), "applied": "in the weights QAT started from"}
 
 
 def _served_model(src, options, report):

@@ -55,9 +55,9 @@ def test_qat(tiny_run, tmp_path):
     meta = read_metadata(v.path.read_bytes())
     assert meta["optimizations"] == ["qat"]
     # QAT alone starts from bias-corrected weights (convert/api.py), and the file says so
-    assert report.optimized_bias_correction["applied"] == "to the weights QAT started from"
+    assert report.optimized_bias_correction["applied"] == "in the weights QAT started from"
     assert report.optimized_bias_correction["layers"] >= 3 and meta["bias_correction"]["layers"] >= 3
-    assert "compensated to the weights QAT started from" in report.format_table()
+    assert "compensated in the weights QAT started from" in report.format_table()
     assert make_interpreter(v.path.read_bytes()).get_input_details()[0]["dtype"] == np.int8
     assert v.float_ops == []
     assert v.evaluation.accuracy >= v.evaluation.accuracy_float - 0.1

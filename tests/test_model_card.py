@@ -27,8 +27,18 @@ def test_post_training_card_says_the_correction_came_before_conversion(tmp_path)
 def test_qat_card_records_the_fine_tune_and_where_the_correction_went(tmp_path):
     fine_tune = {"source": "the training split of run r", "n": 5000, "steps": ["qat"], "qat_epochs": 1,
                  "qat_learning_rate": 1e-05, "learning_rate": 1e-4, "batch_size": 32}
-    text = card(tmp_path, optimizations=["qat"], bias_correction=BC, fine_tune=fine_tune)
+    bc = {**BC, "applied": "in the weights QAT started from"}  # as the converter records it
+    text = card(tmp_path, optimizations=["qat"], bias_correction=bc, fine_tune=fine_tune)
     assert ("- Quantization-aware training: 1 epoch(s) on 5,000 images from the training split of run r, "
             "batch size 32, learning rate 1e-05") in text
     assert "compensated in the weights QAT started from, in 52 conv layers" in text
     assert "| this file (int8, qat) | 93.02 % |" in text
+
+
+def test_pruned_card_says_the_correction_came_after_pruning(tmp_path):
+    fine_tune = {"source": "the training split of run r", "n": 5000, "steps": ["pruned"], "fine_tune_epochs": 2,
+                 "learning_rate": 1e-4, "batch_size": 32}
+    bc = {**BC, "applied": "after pruning/clustering"}
+    text = card(tmp_path, optimizations=["pruned"], bias_correction=bc, fine_tune=fine_tune)
+    assert "compensated after pruning/clustering, in 52 conv layers" in text
+    assert "before conversion" not in text and "- Pruning: 2 epoch(s) on 5,000 images" in text
