@@ -70,7 +70,9 @@ CPU_SHARED = "a 2-core CPU shared with other work, so this is an upper bound"
 
 
 def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, convert_cmd: str,
-               hardware: str = CPU_SHARED) -> str:
+               hardware: str = CPU_SHARED, note: str = "") -> str:
+    """The card's text. `note`: what the run's files cannot say (e.g. that this run is the better of two seeds),
+    printed under the accuracy table so nobody reads the figure without it."""
     s = run.get("settings", {})
     m = meta.get("metrics", {})
     pre = meta.get("preprocess", {})
@@ -116,6 +118,7 @@ def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, c
         f"Top-1 agreement between the Keras model{' with TTA' if tta else ''} and this file: {_pct(m.get('agreement'))}. "
         "The CIFAR-10 test set was not used (it is the project's held-out judge); expect test accuracy "
         "within about a point of the validation figure.",
+        *(["", note] if note else []),
         "",
         "## The file",
         "",
@@ -137,6 +140,7 @@ def main(argv=None) -> int:
     p.add_argument("--train-command", required=True)
     p.add_argument("--convert-command", required=True)
     p.add_argument("--hardware", default=CPU_SHARED, help="what the model was trained on, in words")
+    p.add_argument("--note", default="", help="a paragraph for the accuracy section, e.g. how this run was chosen")
     args = p.parse_args(argv)
 
     data = args.tflite.read_bytes()
@@ -148,7 +152,7 @@ def main(argv=None) -> int:
     target = MODELS_DIR / BUNDLED[args.name]
     atomic.write_bytes(target, data)
     card = model_card(args.name, run, meta, args.tflite, args.train_command, args.convert_command,
-                      args.hardware)
+                      args.hardware, args.note)
     atomic.write_text(target.with_suffix(".md"), card)
     print(f"bundled {target} ({len(data):,} bytes) and {target.with_suffix('.md')}")
     return 0

@@ -42,3 +42,13 @@ def test_pruned_card_says_the_correction_came_after_pruning(tmp_path):
     text = card(tmp_path, optimizations=["pruned"], bias_correction=bc, fine_tune=fine_tune)
     assert "compensated after pruning/clustering, in 52 conv layers" in text
     assert "before conversion" not in text and "- Pruning: 2 epoch(s) on 5,000 images" in text
+
+
+def test_a_note_sits_under_the_accuracy_table(tmp_path):
+    path = tmp_path / "m.tflite"
+    path.write_bytes(b"\0" * 10)
+    meta = {"quantization": "int8", "labels": ["a", "b"], "metrics": {"accuracy": 0.9}}
+    note = "This run is the better of two seeds."
+    accuracy, rest = model_card("cifar10-cnn", RUN, meta, path, "t", "c", note=note).split("## The file")
+    assert note in accuracy and note not in rest
+    assert "seeds" not in model_card("cifar10-cnn", RUN, meta, path, "t", "c")
