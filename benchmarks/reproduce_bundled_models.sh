@@ -38,7 +38,7 @@ for m in cifar10-cnn cifar10-mobilenetv2; do
        --out "$work/variants/$m/$m-$q-pruned50.tflite" --report "$work/variants/$m/report-$q-pruned.json"
   done
 done
-# Pruning then sparsity-preserving clustering (16 distinct weight values per layer): where 50 % sparsity shows after gzip.
+# Pruning, then sparsity-preserving clustering (16 weight values per layer): where 50 % sparsity shows in gzip.
 for q in int8 float32; do
   ev convert "$work/cifar10-cnn" --quant $q --prune 0.5 --cluster 16 --fine-tune-epochs 1 \
      --out "$work/variants/cifar10-cnn/cifar10-cnn-$q-pruned50-clustered16.tflite" \
