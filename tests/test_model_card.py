@@ -10,11 +10,12 @@ RUN = {"settings": {"arch": "cnn", "data": "/d/train", "epochs": 35, "batch_size
 BC = {"method": "empirical bias correction of int8 weight rounding", "images": 128, "layers": 52}
 
 
-def card(tmp_path, **meta):
+def card(tmp_path, note="", **meta):
     path = tmp_path / "m.tflite"
     path.write_bytes(b"\0" * 10)
     base = {"quantization": "int8", "labels": ["a", "b"], "metrics": {"accuracy": 0.9302, "agreement": 0.98}}
-    return model_card("cifar10-cnn", RUN, {**base, **meta}, path, "edgevision train ...", "edgevision convert ...")
+    return model_card("cifar10-cnn", RUN, {**base, **meta}, path, "edgevision train ...", "edgevision convert ...",
+                      note=note)
 
 
 def test_post_training_card_says_the_correction_came_before_conversion(tmp_path):
@@ -45,10 +46,7 @@ def test_pruned_card_says_the_correction_came_after_pruning(tmp_path):
 
 
 def test_a_note_sits_under_the_accuracy_table(tmp_path):
-    path = tmp_path / "m.tflite"
-    path.write_bytes(b"\0" * 10)
-    meta = {"quantization": "int8", "labels": ["a", "b"], "metrics": {"accuracy": 0.9}}
     note = "This run is the better of two seeds."
-    accuracy, rest = model_card("cifar10-cnn", RUN, meta, path, "t", "c", note=note).split("## The file")
+    accuracy, rest = card(tmp_path, note=note).split("## The file")
     assert note in accuracy and note not in rest
-    assert "seeds" not in model_card("cifar10-cnn", RUN, meta, path, "t", "c")
+    assert "seeds" not in card(tmp_path)

@@ -22,6 +22,8 @@ import pytest
 from _data_helpers import make_image_folder, python_cmd, run_main
 from conftest import shared_path
 
+from edgevision.train.architectures import CNNConfig  # no Keras behind it: models are built lazily
+
 RUN_FILES = ("model.keras", "labels.txt", "preprocess.json", "run.json", "history.csv", "curves.png",
              "confusion_matrix.png", "report.json", "report.txt")
 CLASSES = ("cat", "dog", "fox")
@@ -370,14 +372,14 @@ def test_defaults_resolve_per_architecture():
             TrainSettings(arch="mobilenetv2", data="d", out="o", epochs=1, batch_size=1, head_epochs=1, **bad)
 
 
-@pytest.mark.parametrize("config", [None, "small"], ids=["default", "another-config"])
+# Folding works on the graph, so a config with other widths and residual stages folds as well as the default.
+@pytest.mark.parametrize("config", [CNNConfig(), CNNConfig(stem_width=8, widths=(16, 24), residual=(False, True))],
+                         ids=["default", "another-config"])
 def test_the_cnn_logit_multiplier_is_folded_into_the_dense_layer(config):
     import keras
 
-    from edgevision.train.architectures import LOGIT_SCALE, CNNConfig, build_cnn, fold_logit_scale
+    from edgevision.train.architectures import LOGIT_SCALE, build_cnn, fold_logit_scale
 
-    # Folding works on the graph, so a config with other widths and residual stages folds as well as the default.
-    config = CNNConfig() if config is None else CNNConfig(stem_width=8, widths=(16, 24), residual=(False, True))
     model = build_cnn(10, config=config)
     rng = np.random.default_rng(0)
     for layer in model.layers:  # away from the initial values, so batch norm and biases count
