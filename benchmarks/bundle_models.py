@@ -58,8 +58,8 @@ def _fine_tune_lines(fine_tune) -> list:
 def _bias_correction_lines(bc) -> list:
     if not bc:
         return []
-    # The converter records where the correction went for the tfmot variants (the weights QAT started from, or
-    # after pruning/clustering); post-training variants carry no such field: it came before conversion.
+    # The converter records where the correction went (before conversion, in the weights QAT started from, or
+    # after pruning/clustering); files converted before it did so carry no such field and were post-training.
     where = bc.get("applied", "before conversion")
     return [f"- Bias correction: the int8 rounding of the weights is compensated {where}, in {bc.get('layers')} conv "
             f"layers (mean output shift measured on {bc.get('images')} calibration images, subtracted where the "

@@ -314,7 +314,7 @@ def _bias_corrected_export(stack, model, served, pairs, calib_inputs, options, r
     if pairs[0][0].optimized:
         report.optimized_bias_correction = {**correction, "applied": "after pruning/clustering"}
     else:
-        report.bias_correction = correction
+        report.bias_correction = {**correction, "applied": "before conversion"}
     return stack.enter_context(quantize.exported_saved_model(served))
 
 

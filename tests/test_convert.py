@@ -100,6 +100,8 @@ def test_metadata_round_trip(all_report, tiny_run):
         assert PreprocessConfig.from_dict(meta["preprocess"]) == PreprocessConfig.load(tiny_run / "preprocess.json")
         assert meta["quantization"] == v.quant
         assert ("bias_correction" in meta) == (v.quant in ("int8", "int16x8"))  # only where weights are int8
+        if "bias_correction" in meta:  # the model card says where the correction went from this field
+            assert meta["bias_correction"]["applied"] == "before conversion"
         assert meta["source"]["kind"] == "run" and len(meta["source"]["sha256"]) == 64
         assert meta["metrics"]["accuracy"] == pytest.approx(v.evaluation.accuracy)
         assert meta["producer"]["tensorflow"]
