@@ -20,37 +20,10 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from edgevision.edge_runtime.metadata import METADATA_FORMAT, METADATA_NAME, TFLITE_IDENTIFIER, is_tflite
+from edgevision.edge_runtime.metadata import METADATA_FORMAT, METADATA_NAME
 from edgevision.errors import ModelError
 
-BUFFER_ALIGNMENT = 16
 LABELS_ASSOCIATED_FILE = "labels.txt"
-
-
-def _schema():
-    from ai_edge_litert import schema_py_generated as schema
-
-    return schema
-
-
-def _aligned_buffer_class(schema):
-    class AlignedBufferT(schema.BufferT):
-        def Pack(self, builder):  # noqa: N802 - the generated API's name
-            data = None
-            if self.data is not None and len(self.data):
-                raw = np.asarray(self.data, dtype=np.uint8).tobytes()
-                builder.StartVector(1, len(raw), BUFFER_ALIGNMENT)
-                builder.head = builder.head - len(raw)
-                builder.Bytes[builder.head : builder.head + len(raw)] = raw
-                data = builder.EndVector()
-            schema.BufferStart(builder)
-            if data is not None:
-                schema.BufferAddData(builder, data)
-            schema.BufferAddOffset(builder, self.offset)
-            schema.BufferAddSize(builder, self.size)
-            return schema.BufferEnd(builder)
-
-    return AlignedBufferT
 
 
 def set_metadata(model: bytes, entries: Dict[str, bytes]) -> bytes:
@@ -59,31 +32,28 @@ def set_metadata(model: bytes, entries: Dict[str, bytes]) -> bytes:
     The copy is rebuilt from the parsed flatbuffer, so anything appended after it (an earlier
     associated-files zip) is dropped rather than duplicated.
     """
-    import flatbuffers
+    from edgevision.convert.flatbuffer import pack_model, unpack_model
 
-    if not is_tflite(model):
-        raise ModelError("not a TensorFlow Lite model (the 'TFL3' identifier is missing)")
+    obj = unpack_model(model)
     schema = _schema()
-    obj = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
-    aligned = _aligned_buffer_class(schema)
-    buffers = []
-    for buf in obj.buffers or []:
-        new = aligned()
-        new.data, new.offset, new.size = buf.data, buf.offset, buf.size
-        buffers.append(new)
+    obj.buffers = list(obj.buffers or [])
     metadata = [m for m in (obj.metadata or []) if _name(m.name) not in entries]
     for name, payload in entries.items():
-        new = aligned()
-        new.data = np.frombuffer(payload, dtype=np.uint8)
-        buffers.append(new)
+        buf = schema.BufferT()
+        buf.data = np.frombuffer(payload, dtype=np.uint8)
+        obj.buffers.append(buf)
         entry = schema.MetadataT()
         entry.name = name
-        entry.buffer = len(buffers) - 1
+        entry.buffer = len(obj.buffers) - 1
         metadata.append(entry)
-    obj.buffers, obj.metadata = buffers, metadata
-    builder = flatbuffers.Builder(len(model) + sum(len(v) for v in entries.values()) + 1024)
-    builder.Finish(obj.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
-    return bytes(builder.Output())
+    obj.metadata = metadata
+    return pack_model(obj)
+
+
+def _schema():
+    from ai_edge_litert import schema_py_generated as schema
+
+    return schema
 
 
 def _name(value) -> str:
