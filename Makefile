@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup browser legacy clean
+.PHONY: demo test setup browser legacy consumers clean
 
 setup: $(STAMP)
 
@@ -36,11 +36,36 @@ $(LEGACY)/.installed: pyproject.toml
 
 legacy: $(LEGACY)/.installed
 
+# Two third-party consumers of the .tflite files edgevision writes, each in its own venv because neither can live
+# beside TensorFlow (tflite-support 0.4.4 pins protobuf 3; mediapipe is large). They get no edgevision: only a
+# model file and images. tests/test_consumers.py skips (saying why) where one could not be built.
+MEDIAPIPE := .venv-mediapipe
+$(MEDIAPIPE)/.installed:
+	@( $(PYTHON) -m venv $(MEDIAPIPE) && \
+	  $(MEDIAPIPE)/bin/python -m pip install --quiet 'mediapipe==0.10.35' numpy && \
+	  $(MEDIAPIPE)/bin/python -c 'import mediapipe.tasks.python.vision' && touch $@ ) \
+	  || echo "note: could not build $(MEDIAPIPE); the MediaPipe consumer tests will skip"
+
+# tflite-support's native module links Debian's libusb-1.0 (installed here as root, like the browser packages).
+TFSUPPORT := .venv-tfsupport
+$(TFSUPPORT)/.installed:
+	@ldconfig -p 2>/dev/null | grep -q 'libusb-1\.0\.so\.0' || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libusb-1.0-0 >/dev/null) \
+	      || echo "note: could not install libusb-1.0-0; the Task Library consumer tests will skip"; \
+	    else echo "note: not root: install libusb-1.0-0 for the Task Library consumer tests"; fi; }
+	@( $(PYTHON) -m venv $(TFSUPPORT) && \
+	  $(TFSUPPORT)/bin/python -m pip install --quiet 'tflite-support==0.4.4' 'numpy<2' && \
+	  $(TFSUPPORT)/bin/python -c 'from tflite_support import metadata; import tflite_support.task.vision' && touch $@ ) \
+	  || echo "note: could not build $(TFSUPPORT); the Task Library consumer tests will skip"
+
+consumers: $(MEDIAPIPE)/.installed $(TFSUPPORT)/.installed
+
 demo: setup
 	$(BIN)/python -m edgevision.demo
 
-test: setup browser legacy
+test: setup browser legacy consumers
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(LEGACY) build dist *.egg-info .pytest_cache demo-output
+	rm -rf $(VENV) $(LEGACY) $(MEDIAPIPE) $(TFSUPPORT) build dist *.egg-info .pytest_cache demo-output
