@@ -365,17 +365,19 @@ def _member_data(model_bytes: bytes, info: zipfile.ZipInfo) -> memoryview:
 
 
 def _member_bytes(model_bytes: bytes, info: zipfile.ZipInfo, max_bytes: int) -> bytes:
-    """Inflate at most max_bytes + 1 bytes, so a header that lies about the size cannot make us inflate more."""
+    """Inflate one byte more than the header declares (already checked against max_bytes) and no more, so a
+    header that lies about the size is caught without inflating what the member really holds."""
     if info.flag_bits & 0x1:
         raise ModelError(f"the model's associated file '{info.filename}' is encrypted")
     data = _member_data(model_bytes, info)
+    limit = min(info.file_size, max_bytes) + 1
     if info.compress_type == zipfile.ZIP_STORED:
-        content = bytes(data[: max_bytes + 1])
+        content = bytes(data[:limit])
         complete = True
     elif info.compress_type == zipfile.ZIP_DEFLATED:
         inflater = zlib.decompressobj(-zlib.MAX_WBITS)
         try:
-            content = inflater.decompress(data, max_bytes + 1)
+            content = inflater.decompress(data, limit)
         except zlib.error as e:
             raise ModelError(f"the model's associated file '{info.filename}' is damaged: {e}") from e
         complete = inflater.eof
