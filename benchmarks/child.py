@@ -2,13 +2,12 @@
 
 Why a child per measurement: peak resident memory is a per-process high-water mark, so one model's memory
 would pollute the next one's; and a model that crashes the interpreter (a segfault in `allocate_tensors()` is
-real, see issue 4) kills only this process, which the parent turns into a row with an error.
+real) kills only this process, which the parent turns into a row with an error.
 
-Protocol: a JSON task on stdin; one JSON document `{"ok": true, "result": {...}}` or `{"ok": false, "error":
-"...", "error_type": "..."}` on the original stdout. Native libraries print to fd 1 (XNNPACK's "INFO: Created
-TensorFlow Lite XNNPACK delegate"), so fd 1 is pointed at stderr for the whole run and the answer goes to a
-private duplicate of it. Progress markers `stage: <name>` go to stderr, so that when the process dies the
-parent can say in which stage.
+Protocol (edge_runtime.child_process, the same as the model verifier's child): a JSON task on stdin; one JSON
+document `{"ok": true, "result": {...}}` or `{"ok": false, "error": "...", "error_type": "..."}` on the original
+stdout, native libraries' output kept off it. Progress markers `stage: <name>` go to stderr, so that when the
+process dies the parent can say in which stage.
 """
 
 from __future__ import annotations
@@ -19,12 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict
 
-STAGE_PREFIX = "stage: "
-
-
-def stage(name: str) -> None:
-    sys.stderr.write(f"{STAGE_PREFIX}{name}\n")
-    sys.stderr.flush()
+# `stage` is also what the task modules (e2e, evaluate, keras_timing) mark their progress with.
+from edgevision.edge_runtime.child_process import answer_channel, stage, write_reply
 
 
 # --- the interpreter ------------------------------------------------------------------------------
@@ -194,33 +189,32 @@ def _now_ns() -> int:
 
 
 def main() -> int:
-    # Keep native chatter off the answer channel: fd 1 -> stderr, answer -> private copy of the old fd 1.
-    answer_fd = os.dup(1)
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import faulthandler
+    with answer_channel() as out:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import faulthandler
 
-    faulthandler.enable()  # a native crash still prints where Python was, for EDGEVISION_DEBUG users
+        faulthandler.enable()  # a native crash still prints where Python was, for EDGEVISION_DEBUG users
+        write_reply(out, _answer(sys.stdin.read()))
+    return 0
+
+
+def _answer(task_json: str) -> Dict[str, Any]:
+    """The reply to one task; every failure becomes an answer the parent can show in one line."""
     try:
-        task = json.loads(sys.stdin.read())
+        task = json.loads(task_json)
         kind = task.get("kind")
         if kind not in TASKS:
             raise ValueError(f"unknown task kind {kind!r}; expected one of {sorted(TASKS)}")
-        reply = {"ok": True, "result": TASKS[kind](task)}
-    except Exception as e:  # every failure becomes an answer the parent can show in one line
+        return {"ok": True, "result": TASKS[kind](task)}
+    except Exception as e:
         from edgevision.errors import EdgeVisionError
 
-        message = str(e) if isinstance(e, EdgeVisionError) else f"{type(e).__name__}: {e}"
-        reply = {"ok": False, "error": message, "error_type": type(e).__name__}
         if os.environ.get("EDGEVISION_DEBUG"):
             import traceback
 
             traceback.print_exc()
-    with os.fdopen(answer_fd, "w") as out:
-        out.write(json.dumps(reply))
-    return 0
-
+        message = str(e) if isinstance(e, EdgeVisionError) else f"{type(e).__name__}: {e}"
+        return {"ok": False, "error": message, "error_type": type(e).__name__}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,14 +1,23 @@
-"""`edgevision bench`: the command line over benchmarks.runner (imports only click and light modules)."""
+"""`edgevision bench`: the command line over benchmarks.runner (imports only click and light modules).
+
+Thin on purpose: the options become a checked plan (runner.BenchPlan) and its outputs (report.Outputs), the
+plan runs (runner.run_plan), and the report is printed and written.
+"""
 
 from __future__ import annotations
 
 import shlex
 import sys
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple
 
 import click
 
 from edgevision.errors import ModelError, UsageError
+
+if TYPE_CHECKING:
+    from edgevision.benchmarks.report import Outputs
+    from edgevision.benchmarks.runner import BenchPlan, BenchSettings, Report
 
 
 def _progress(quiet: bool):
@@ -58,12 +67,7 @@ def _progress(quiet: bool):
 @click.option("--no-overhead-check", is_flag=True,
               help="Skip the bare invoke() loop that measures the harness's own cost (halves the time).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
-def bench(models: Sequence[str], threads: str, warmup: int, runs: int, backend: str, json_out: Optional[str],
-          csv_out: Optional[str], md_out: Optional[str], plot_out: Optional[str], e2e_source: Optional[str],
-          e2e_frames: int, eval_dir: Optional[str], labels: Optional[str], eval_limit: Optional[int],
-          compare_tf: bool, remotes,
-          also_local: bool, remote_command: str, ssh_port: Optional[int], ssh_identity: Optional[str],
-          ssh_options, trusted: bool, timeout_s: float, no_overhead_check: bool, quiet: bool) -> None:
+def bench(models: Tuple[str, ...], quiet: bool, **options: Any) -> None:
     """Measure load time, latency (mean/p50/p90/p99/min/max/std), throughput and peak memory of .tflite models.
 
     MODEL is a .tflite file, a folder of them, or a bundled model name (see `edgevision models`). Each model
@@ -77,8 +81,22 @@ def bench(models: Sequence[str], threads: str, warmup: int, runs: int, backend: 
       edgevision bench model.tflite --e2e clip.mp4
       edgevision bench model.tflite --remote pi@raspberrypi.local --local
     """
-    from edgevision.benchmarks import report as rep
-    from edgevision.benchmarks.runner import BenchSettings, parse_threads, resolve_models, run_benchmarks
+    from edgevision.benchmarks.runner import run_plan
+
+    progress = _progress(quiet)
+    plan, outputs = _plan(models, **options)
+    _report(run_plan(plan, progress=progress), outputs, progress)
+
+
+def _plan(models: Sequence[str], *, threads: str, warmup: int, runs: int, backend: str, json_out: Optional[str],
+          csv_out: Optional[str], md_out: Optional[str], plot_out: Optional[str], e2e_source: Optional[str],
+          e2e_frames: int, eval_dir: Optional[str], labels: Optional[str], eval_limit: Optional[int],
+          compare_tf: bool, remotes: Sequence[str], also_local: bool, remote_command: str,
+          ssh_port: Optional[int], ssh_identity: Optional[str], ssh_options: Sequence[str], trusted: bool,
+          timeout_s: float, no_overhead_check: bool) -> Tuple["BenchPlan", "Outputs"]:
+    """The options as a plan and its outputs, checked in this order before anything runs."""
+    from edgevision.benchmarks.report import Outputs
+    from edgevision.benchmarks.runner import BenchPlan, BenchSettings, parse_threads, resolve_models
 
     if not models:
         raise UsageError("give at least one MODEL: a .tflite file, a folder of them, or a bundled model name "
@@ -91,8 +109,20 @@ def bench(models: Sequence[str], threads: str, warmup: int, runs: int, backend: 
         eval_dir=eval_dir, eval_limit=eval_limit, compare_tf=compare_tf, trusted=trusted,
         labels=_existing_file(labels, "--labels"),
     )
-    _check_outputs(plot_out)
-    if compare_tf:
+    outputs = Outputs(json_file=json_out, csv_file=csv_out, md_file=md_out, plot_file=plot_out)
+    _check_environment(settings)
+    if not remotes:
+        return BenchPlan(tuple(resolve_models(models, compare_tf=compare_tf)), settings), outputs
+    from edgevision.benchmarks.remote import RemoteSettings
+
+    specs = tuple(resolve_models(models, compare_tf=False))  # a device has no TensorFlow
+    ssh = RemoteSettings(command=remote_command, port=ssh_port, identity=ssh_identity, options=tuple(ssh_options))
+    return BenchPlan(specs, settings, remotes=tuple(remotes), ssh=ssh, also_local=also_local), outputs
+
+
+def _check_environment(settings: "BenchSettings") -> None:
+    """What the settings need from this machine: TensorFlow for --compare-tf, the --eval folder."""
+    if settings.compare_tf:
         import importlib.util
 
         if importlib.util.find_spec("tensorflow") is None:
@@ -100,45 +130,25 @@ def bench(models: Sequence[str], threads: str, warmup: int, runs: int, backend: 
 
             raise DependencyError("--compare-tf times the Keras model with TensorFlow, which is not installed here; "
                                   "install it with: pip install 'edgevision[train]', or drop --compare-tf")
-    progress = _progress(quiet)
-    if eval_dir is not None:
-        from pathlib import Path
+    if settings.eval_dir is not None and not Path(settings.eval_dir).is_dir():
+        raise UsageError(f"--eval {settings.eval_dir}: not a folder; expected one subfolder of images per class")
 
-        if not Path(eval_dir).is_dir():
-            raise UsageError(f"--eval {eval_dir}: not a folder; expected one subfolder of images per class")
-    if remotes:
-        from edgevision.benchmarks.remote import RemoteSettings, merge_reports, run_remote
 
-        specs = resolve_models(models, compare_tf=False)
-        ssh = RemoteSettings(command=remote_command, port=ssh_port, identity=ssh_identity,
-                             options=tuple(ssh_options))
-        reports = [run_remote(target, specs, settings, ssh, progress=progress) for target in remotes]
-        if also_local:
-            reports.insert(0, run_benchmarks(specs, settings, progress=progress))
-        result = merge_reports(reports)
-    else:
-        result = run_benchmarks(resolve_models(models, compare_tf=compare_tf), settings, progress=progress)
+def _report(result: "Report", outputs: "Outputs", progress) -> None:
+    """The table on stdout (stderr with --json -), the files asked for, and exit status 1 if a row failed."""
+    from edgevision.benchmarks import report as rep
 
     data = result.to_dict()
-    command = "edgevision bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else None
-    if json_out == "-":
+    if outputs.json_file == "-":
         click.echo(rep.format_report(data), err=True)
         click.echo(rep.to_json(data), nl=False)
     else:
         click.echo(rep.format_report(data))
-        if json_out:
-            rep.write_json(data, json_out)
-    if csv_out:
-        rep.write_csv(data, csv_out)
-    if md_out:
-        rep.write_markdown(data, md_out, command=command)
-    if plot_out:
-        note = rep.write_plot(data, plot_out)
-        if note:
-            click.echo(f"note: {note}", err=True)
-    written = [p for p in (json_out, csv_out, md_out, plot_out) if p and p != "-"]
-    if written and progress:
-        progress("wrote " + ", ".join(written))
+    note = rep.write_outputs(data, outputs, command=_command_line())
+    if note:
+        click.echo(f"note: {note}", err=True)
+    if outputs.files and progress:
+        progress("wrote " + ", ".join(outputs.files))
     failed = result.errors
     if failed:
         raise ModelError(
@@ -147,16 +157,14 @@ def bench(models: Sequence[str], threads: str, warmup: int, runs: int, backend: 
         )
 
 
-def _existing_file(path: Optional[str], option: str) -> Optional[str]:
-    from pathlib import Path
+def _command_line() -> Optional[str]:
+    """This command as the user typed it, for the Markdown page."""
+    return "edgevision bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else None
 
+
+def _existing_file(path: Optional[str], option: str) -> Optional[str]:
     if path is None:
         return None
     if not Path(path).is_file():
         raise UsageError(f"{option} {path}: no such file")
     return str(Path(path).resolve())
-
-
-def _check_outputs(plot_out: Optional[str]) -> None:
-    if plot_out and not plot_out.lower().endswith(".png"):
-        raise UsageError(f"--plot writes a PNG image; give a file name ending in .png, got {plot_out!r}")

@@ -160,9 +160,8 @@ def peak_rss_mb() -> Optional[float]:
     """Peak resident set size of this process so far, in MiB.
 
     Linux: VmHWM from /proc/self/status. Not `getrusage().ru_maxrss`: that survives exec, so a child
-    started from a large parent (one that had imported OpenCV, say) reported the parent's peak, measured
-    here as 97 MB for a model whose own process peaked at 60 MB. Elsewhere: ru_maxrss (macOS; the parent
-    of a benchmark child is small there too), then psutil.
+    started from a large parent (one that had imported OpenCV, say) reported the parent's peak instead of
+    its own. Elsewhere: ru_maxrss (macOS; the parent of a benchmark child is small there too), then psutil.
     """
     hwm = _proc_status_kib("VmHWM")
     if hwm is not None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from edgevision.atomic import atomic_path, write_text
+from edgevision.errors import UsageError
 
 LATENCY_KEYS = ("mean", "p50", "p90", "p99", "min", "max", "std")
 #: Text columns (left-aligned); the numbers are right-aligned.
@@ -148,7 +150,8 @@ def harness_line(rows: Sequence[Dict[str, Any]]) -> Optional[str]:
     worst = max(timed, key=lambda r: r["timer_ns"] / (_lat(r, "mean") * 1e6))
     share = worst["timer_ns"] / (_lat(worst, "mean") * 1e6) * 100
     share_text = f"{share:.3f} %" if share >= 0.001 else "< 0.001 %"
-    line = f"harness: {worst['timer_ns']:.0f} ns of clock reads per timed call, {share_text} of the fastest mean latency"
+    line = (f"harness: {worst['timer_ns']:.0f} ns of clock reads per timed call, {share_text} of the fastest mean "
+            "latency")
     ratios = [r["harness_overhead"] for r in timed if r.get("harness_overhead")]
     if ratios:
         line += (f"; timed/bare loop ratio {min(ratios):.3f}..{max(ratios):.3f} (spread around 1.000 is the "
@@ -181,6 +184,35 @@ def format_report(report: Dict[str, Any]) -> str:
 
 
 # --- files ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Outputs:
+    """The files a report goes to, besides the table. `json_file` "-" is JSON on stdout (the caller's)."""
+
+    json_file: Optional[str] = None
+    csv_file: Optional[str] = None
+    md_file: Optional[str] = None
+    plot_file: Optional[str] = None
+
+    def __post_init__(self):
+        if self.plot_file and not self.plot_file.lower().endswith(".png"):
+            raise UsageError(f"--plot writes a PNG image; give a file name ending in .png, got {self.plot_file!r}")
+
+    @property
+    def files(self) -> List[str]:
+        return [p for p in (self.json_file, self.csv_file, self.md_file, self.plot_file) if p and p != "-"]
+
+
+def write_outputs(report: Dict[str, Any], outputs: Outputs, command: Optional[str] = None) -> Optional[str]:
+    """Write every file `outputs` names; returns why the plot was skipped, if it was."""
+    if outputs.json_file and outputs.json_file != "-":
+        write_json(report, outputs.json_file)
+    if outputs.csv_file:
+        write_csv(report, outputs.csv_file)
+    if outputs.md_file:
+        write_markdown(report, outputs.md_file, command=command)
+    return write_plot(report, outputs.plot_file) if outputs.plot_file else None
+
+
 def to_json(report: Dict[str, Any]) -> str:
     return json.dumps(report, indent=2, default=str) + "\n"
 
@@ -317,50 +349,55 @@ def write_plot(report: Dict[str, Any], target) -> Optional[str]:
     rows = [r for r in report.get("results", []) if not r.get("error") and _lat(r, "p50") is not None]
     if not rows:
         return "--plot skipped: there are no successful measurements to plot"
-    have_acc = [r for r in rows if r.get("accuracy") is not None]
+    have_acc = any(r.get("accuracy") is not None for r in rows)
+    plotted = [r for r in rows if r.get("accuracy") is not None] if have_acc else rows
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
     try:
-        threads = sorted({r["threads"] for r in rows})
         colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         max_bytes = max((r.get("bytes") or 0) for r in rows) or 1
-        plotted = have_acc or rows
-        for k, t in enumerate(threads):
-            group = [r for r in plotted if r["threads"] == t]
-            if not group:
-                continue
-            color = colors[k % len(colors)]
-            xs = [_lat(r, "p50") for r in group]
-            ys = [r["accuracy"] if have_acc else (r.get("bytes") or 0) / 2**20 for r in group]
-            sizes = [40 + 600 * (r.get("bytes") or 0) / max_bytes for r in group]
-            ax.scatter(xs, ys, s=sizes, alpha=0.55, color=color, edgecolors="black", linewidths=0.5,
-                       label=f"{t} thread{'s' if t > 1 else ''}")
-            for x, y, r in zip(xs, ys, group):
-                ax.annotate(str(r["model"]), (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
-            if have_acc and len(group) > 1:
-                front = pareto_front(list(zip(xs, ys)))
-                ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color=color, linewidth=1.2,
-                        drawstyle="steps-post", label=f"Pareto front ({t} thr)")
-                ax.scatter([xs[i] for i in front], [ys[i] for i in front], s=18, color=color, marker="*",
-                           zorder=3)
-        ax.set_xlabel("latency p50 (ms, lower is better)")
-        if have_acc:
-            ax.set_ylabel("top-1 accuracy (higher is better)")
-            ax.set_title("Accuracy against latency (marker area: file size)")
-        else:
-            ax.set_ylabel("model file size (MB)")
-            ax.set_title("Latency and size (no accuracy: pass --eval DIR for the accuracy plot)")
-        lat_values = [_lat(r, "p50") for r in plotted]
-        if min(lat_values) > 0 and max(lat_values) / min(lat_values) > 20:
-            ax.set_xscale("log")
-        ax.grid(True, alpha=0.3)
-        ax.margins(x=0.2, y=0.1)  # room for the labels beside the markers
-        legend = ax.legend(fontsize=8, loc="best")
-        for handle in getattr(legend, "legend_handles", getattr(legend, "legendHandles", [])):
-            if hasattr(handle, "set_sizes"):
-                handle.set_sizes([40])  # legend markers show the colour, not a file size
+        for k, threads in enumerate(sorted({r["threads"] for r in rows})):
+            group = [r for r in plotted if r["threads"] == threads]
+            if group:
+                _plot_group(ax, group, threads, colors[k % len(colors)], have_acc, max_bytes)
+        _finish_axes(ax, plotted, have_acc)
         fig.tight_layout()
         with atomic_path(target, ".png") as tmp:
             fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
     return None
+
+
+def _plot_group(ax, group: Sequence[Dict[str, Any]], threads: int, color, have_acc: bool, max_bytes: int) -> None:
+    """One thread count's models as labelled markers, and (with accuracies) their Pareto front."""
+    xs = [_lat(r, "p50") for r in group]
+    ys = [r["accuracy"] if have_acc else (r.get("bytes") or 0) / 2**20 for r in group]
+    sizes = [40 + 600 * (r.get("bytes") or 0) / max_bytes for r in group]
+    ax.scatter(xs, ys, s=sizes, alpha=0.55, color=color, edgecolors="black", linewidths=0.5,
+               label=f"{threads} thread{'s' if threads > 1 else ''}")
+    for x, y, r in zip(xs, ys, group):
+        ax.annotate(str(r["model"]), (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
+    if have_acc and len(group) > 1:
+        front = pareto_front(list(zip(xs, ys)))
+        ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color=color, linewidth=1.2,
+                drawstyle="steps-post", label=f"Pareto front ({threads} thr)")
+        ax.scatter([xs[i] for i in front], [ys[i] for i in front], s=18, color=color, marker="*", zorder=3)
+
+
+def _finish_axes(ax, plotted: Sequence[Dict[str, Any]], have_acc: bool) -> None:
+    ax.set_xlabel("latency p50 (ms, lower is better)")
+    if have_acc:
+        ax.set_ylabel("top-1 accuracy (higher is better)")
+        ax.set_title("Accuracy against latency (marker area: file size)")
+    else:
+        ax.set_ylabel("model file size (MB)")
+        ax.set_title("Latency and size (no accuracy: pass --eval DIR for the accuracy plot)")
+    lat_values = [_lat(r, "p50") for r in plotted]
+    if min(lat_values) > 0 and max(lat_values) / min(lat_values) > 20:
+        ax.set_xscale("log")  # latencies that far apart: a linear axis would squash the fast models together
+    ax.grid(True, alpha=0.3)
+    ax.margins(x=0.2, y=0.1)  # room for the labels beside the markers
+    legend = ax.legend(fontsize=8, loc="best")
+    for handle in getattr(legend, "legend_handles", getattr(legend, "legendHandles", [])):
+        if hasattr(handle, "set_sizes"):
+            handle.set_sizes([40])  # legend markers show the colour, not a file size

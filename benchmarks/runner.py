@@ -6,6 +6,8 @@ This is the typed Python API behind `edgevision bench`:
     report = run_benchmarks(resolve_models(["model.tflite"]), BenchSettings(threads=(1, 2)))
     report.results[0]["latency_ms"]["p50"]
 
+`run_plan(BenchPlan(...))` does the same over SSH devices too (benchmarks.remote), in one report.
+
 Every (model, thread count) is measured by `python -m edgevision.benchmarks.child` in a fresh process (see
 child.py for why). A child that fails, crashes or hangs becomes a result row with an `error` and the run goes
 on with the next model.
@@ -14,15 +16,16 @@ on with the next model.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from edgevision.errors import UsageError
+
+if TYPE_CHECKING:
+    from edgevision.benchmarks.remote import RemoteSettings
+    from edgevision.edge_runtime.child_process import ChildFailure
 
 Progress = Optional[Callable[[str], None]]
 
@@ -194,63 +197,29 @@ class ChildOutcome:
 
 def run_child(task: Dict[str, Any], timeout_s: float, python: str = sys.executable) -> ChildOutcome:
     """Run one task in a fresh interpreter process; every failure mode becomes an error message."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-    try:
-        proc = subprocess.run(
-            [python, "-m", CHILD_MODULE],
-            input=json.dumps(task),
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            env=env,
-        )
-    except subprocess.TimeoutExpired as e:
-        where = _last_stage(_text(e.stderr))
-        return ChildOutcome(False, error=f"timed out after {timeout_s:g} s{where} (raise --timeout if it is just slow)")
-    except OSError as e:
-        return ChildOutcome(False, error=f"cannot start the benchmark process {python}: {e.strerror}")
-    where = _last_stage(proc.stderr)
-    if proc.returncode < 0:
-        sig = _signal_name(-proc.returncode)
-        return ChildOutcome(False, error=f"the interpreter crashed ({sig}){where}; the model is probably corrupt")
-    try:
-        reply = json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        tail = _last_lines(proc.stderr)
-        return ChildOutcome(
-            False, error=f"the benchmark process exited with status {proc.returncode}{where} without an answer"
-            + (f": {tail}" if tail else "")
-        )
-    if not reply.get("ok"):
-        return ChildOutcome(False, error=reply.get("error") or "unknown error")
-    return ChildOutcome(True, result=reply["result"])
+    from edgevision.edge_runtime import child_process  # numpy comes with edge_runtime: not for `bench --help`
+
+    run = child_process.run_child([python, "-m", CHILD_MODULE], json.dumps(task).encode(), timeout_s)
+    if run.failure is not None:
+        return ChildOutcome(False, error=_failure_message(run.failure))
+    if not run.reply.get("ok"):
+        return ChildOutcome(False, error=run.reply.get("error") or "unknown error")
+    return ChildOutcome(True, result=run.reply["result"])
 
 
-def _text(value) -> str:
-    if value is None:
-        return ""
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
+def _failure_message(failure: "ChildFailure") -> str:
+    """What a benchmark child's failure means for the row, in one line (the row names the model)."""
+    from edgevision.edge_runtime.child_process import CANNOT_START, SIGNAL, TIMEOUT
 
-
-def _last_stage(stderr: str) -> str:
-    from edgevision.benchmarks.child import STAGE_PREFIX
-
-    stages = [line[len(STAGE_PREFIX):] for line in stderr.splitlines() if line.startswith(STAGE_PREFIX)]
-    return f" while {stages[-1]}" if stages else ""
-
-
-def _last_lines(stderr: str, n: int = 1) -> str:
-    from edgevision.benchmarks.child import STAGE_PREFIX
-
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith(STAGE_PREFIX)]
-    return " | ".join(lines[-n:])
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
+    where = failure.while_stage
+    if failure.kind == TIMEOUT:
+        return f"timed out after {failure.seconds:g} s{where} (raise --timeout if it is just slow)"
+    if failure.kind == CANNOT_START:
+        return f"cannot start the benchmark process {failure.program}: {failure.reason}"
+    if failure.kind == SIGNAL:
+        return f"the interpreter crashed ({failure.signal_name}){where}; the model is probably corrupt"
+    tail = f": {failure.last_line}" if failure.last_line else ""
+    return f"the benchmark process exited with status {failure.status}{where} without an answer{tail}"
 
 
 def _show(value) -> str:
@@ -318,52 +287,93 @@ def _error_row(spec: ModelSpec, threads: int, backend: str, error: str, device: 
     }
 
 
+@dataclass(frozen=True)
+class BenchPlan:
+    """What to measure and where: on this machine, on devices over SSH, or both."""
+
+    models: Tuple[ModelSpec, ...]
+    settings: BenchSettings
+    #: ssh destinations (user@host) to measure on; none: this machine only.
+    remotes: Tuple[str, ...] = ()
+    ssh: Optional["RemoteSettings"] = None
+    #: With remotes: measure on this machine too (its rows come first).
+    also_local: bool = False
+
+
+def run_plan(plan: BenchPlan, progress: Progress = None) -> Report:
+    """One report over every machine the plan names."""
+    if not plan.remotes:
+        return run_benchmarks(plan.models, plan.settings, progress=progress)
+    from edgevision.benchmarks.remote import RemoteSettings, merge_reports, run_remote
+
+    ssh = plan.ssh or RemoteSettings()
+    reports = [run_remote(target, plan.models, plan.settings, ssh, progress=progress) for target in plan.remotes]
+    if plan.also_local:
+        reports.insert(0, run_benchmarks(plan.models, plan.settings, progress=progress))
+    return merge_reports(reports)
+
+
 def run_benchmarks(models: Sequence[ModelSpec], settings: BenchSettings, progress: Progress = None) -> Report:
     """Measure every model at every thread count (plus e2e / eval / Keras as the settings ask)."""
     from edgevision.benchmarks.machine import machine_info
 
-    say = progress or (lambda _msg: None)
     machine = machine_info()
     device = str(machine.get("hostname") or "local")
+    step = _Steps(_count_steps(models, settings), progress)
     results: List[Dict[str, Any]] = []
     notes: List[str] = []
-    steps = _count_steps(models, settings)
-    counter = {"done": 0}
-
-    def step(text: str) -> None:
-        counter["done"] += 1
-        say(f"[{counter['done']}/{steps}] {text}")
-
     for spec in models:
-        if spec.kind == "keras":
-            results += _keras_rows(spec, spec.path, settings, device, step)
-            continue
-        rows = _bench_rows(spec, settings, device, step)
-        results += rows
-        ok_rows = [r for r in rows if not r.get("error")]
-        if not ok_rows:
-            counter["done"] += _count_steps([spec], settings) - len(settings.threads)  # extras not run
-            continue
-        if settings.eval_dir:
-            _add_accuracy(spec, ok_rows, settings, step, notes)
-        else:
-            for r in ok_rows:
-                if r.get("metadata_accuracy") is not None:
-                    r["accuracy"] = r["metadata_accuracy"]
-                    r["accuracy_source"] = "model metadata"
-        if settings.e2e_source is not None:
-            for r in ok_rows:
-                _add_e2e(spec, r, settings, step)
-        if settings.compare_tf:
-            if spec.keras_path is None:
-                notes.append(
-                    f"--compare-tf: no Keras model found for {spec.label} (looked at its metadata's source and "
-                    "beside it); pass the .keras file or run directory as a MODEL to time it"
-                )
-            else:
-                results += _keras_rows(spec, spec.keras_path, settings, device, step)
+        results += _model_rows(spec, settings, device, step, notes)
     return Report(machine=machine, settings=settings.to_dict(), results=results,
                   machines={device: machine}, notes=notes)
+
+
+class _Steps:
+    """Numbered progress lines, "[3/8] ...", out of the steps the settings make."""
+
+    def __init__(self, total: int, progress: Progress):
+        self.total = total
+        self.done = 0
+        self.say = progress or (lambda _msg: None)
+
+    def __call__(self, text: str) -> None:
+        self.done += 1
+        self.say(f"[{self.done}/{self.total}] {text}")
+
+    def skip(self, count: int) -> None:
+        """Steps that will not run (a model that failed gets no e2e or eval), so the count still ends at total."""
+        self.done += count
+
+
+def _model_rows(spec: ModelSpec, s: BenchSettings, device: str, step: _Steps,
+                notes: List[str]) -> List[Dict[str, Any]]:
+    """One model's rows: a row per thread count, with accuracy and e2e added, then its Keras model's rows."""
+    if spec.kind == "keras":
+        return _keras_rows(spec, spec.path, s, device, step)
+    rows = _bench_rows(spec, s, device, step)
+    ok_rows = [r for r in rows if not r.get("error")]
+    if not ok_rows:
+        step.skip(_count_steps([spec], s) - len(s.threads))
+        return rows
+    if s.eval_dir:
+        _add_accuracy(spec, ok_rows, s, step, notes)
+    else:
+        for r in ok_rows:
+            if r.get("metadata_accuracy") is not None:
+                r["accuracy"] = r["metadata_accuracy"]
+                r["accuracy_source"] = "model metadata"
+    if s.e2e_source is not None:
+        for r in ok_rows:
+            _add_e2e(spec, r, s, step)
+    if s.compare_tf:
+        if spec.keras_path is None:
+            notes.append(
+                f"--compare-tf: no Keras model found for {spec.label} (looked at its metadata's source and "
+                "beside it); pass the .keras file or run directory as a MODEL to time it"
+            )
+        else:
+            rows += _keras_rows(spec, spec.keras_path, s, device, step)
+    return rows
 
 
 def _count_steps(models: Sequence[ModelSpec], s: BenchSettings) -> int:

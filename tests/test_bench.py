@@ -160,6 +160,10 @@ def test_a_corrupt_model_is_an_error_row_and_the_others_still_run(tiny, tmp_path
         (["--warmup", "-1"], 2, "--warmup must be 0 or more"),
         (["--plot", "out.jpg"], 2, "ending in .png"),
         (["--eval", "/nonexistent/folder"], 2, "not a folder"),
+        (["--labels", "/nonexistent/labels.txt"], 2, "--labels /nonexistent/labels.txt: no such file"),
+        (["--local"], 2, "--local only makes sense with --remote"),
+        (["--remote", "pi@device", "--ssh-port", "0"], 2, "--ssh-port must be between 1 and 65535"),
+        (["--remote", "-oProxyCommand=x"], 2, "--remote takes user@host or host"),
     ],
 )
 def test_bad_arguments_are_one_line(tiny, args, code, message):
@@ -180,6 +184,19 @@ def test_missing_model_and_no_model(tmp_path):
 def test_keras_model_without_compare_tf_is_refused(tiny):
     proc = run_cli("bench", tiny["keras"])
     assert proc.returncode == 2 and "--compare-tf" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_python_api_runs_a_plan_without_the_cli(tiny):
+    from edgevision.benchmarks.runner import BenchPlan, BenchSettings, resolve_models, run_plan
+
+    settings = BenchSettings(threads=(1,), runs=4, warmup=1, compare_bare=False)
+    lines = []
+    report = run_plan(BenchPlan(tuple(resolve_models([str(tiny["tflite"])])), settings), progress=lines.append)
+    (row,) = report.results
+    assert row["model"] == "tiny.tflite" and row["runs"] == 4 and row["error"] is None and not report.errors
+    assert row["latency_ms"]["p50"] > 0 and row["harness_overhead"] is None
+    assert report.settings["runs"] == 4 and set(report.machines) == {row["device"]}
+    assert len(lines) == 1 and lines[0].startswith("[1/1] tiny.tflite threads=1: p50 ")
 
 
 # --- crashes and hangs in the child ---------------------------------------------------------------
@@ -206,6 +223,27 @@ def test_a_hanging_child_is_stopped(tmp_path):
     hang = _fake_python(tmp_path, 'import sys, time; sys.stderr.write("stage: invoke\\n"); sys.stderr.flush(); time.sleep(60)')
     outcome = run_child({"kind": "bench"}, timeout_s=2, python=hang)
     assert not outcome.ok and outcome.error.startswith("timed out after 2 s while invoke")
+
+
+def test_a_child_without_an_answer_or_a_start_is_one_line(tmp_path):
+    from edgevision.benchmarks.runner import run_child
+
+    quits = _fake_python(tmp_path, 'import sys; sys.stderr.write("stage: load\\nValueError: no model\\n"); sys.exit(3)')
+    outcome = run_child({"kind": "bench"}, timeout_s=60, python=quits)
+    assert not outcome.ok
+    assert outcome.error == ("the benchmark process exited with status 3 while load without an answer: "
+                             "ValueError: no model")
+    missing = str(tmp_path / "no-such-python")
+    outcome = run_child({"kind": "bench"}, timeout_s=60, python=missing)
+    assert not outcome.ok
+    assert outcome.error == f"cannot start the benchmark process {missing}: No such file or directory"
+
+
+def test_an_unknown_task_is_answered_not_crashed():
+    from edgevision.benchmarks.runner import run_child
+
+    outcome = run_child({"kind": "teleport"}, timeout_s=60)
+    assert not outcome.ok and outcome.error.startswith("ValueError: unknown task kind 'teleport'")
 
 
 # --- accuracy -------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import json
 import random
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 
 from _edge_helpers import tiny_models_for
 from conftest import SHARED
-from edgevision.edge_runtime import safety
+from edgevision.edge_runtime import child_process, safety
 from edgevision.edge_runtime.classifier import Classifier
 from edgevision.errors import ModelError
 
@@ -141,6 +142,71 @@ def test_a_crashing_child_and_a_hanging_child_become_model_errors(tmp_path):
         safety.run_child(garbage, b"", "x.tflite", timeout=60)
 
 
+def test_a_verification_child_killed_or_never_started_is_one_line():
+    oom = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]
+    with pytest.raises(ModelError, match=r"^x\.tflite: the interpreter crashed \(SIGKILL\) \(out of memory\?\) while"):
+        safety.run_child(oom, b"", "x.tflite", timeout=60)
+    missing = [str(Path("/nonexistent") / "python")]
+    with pytest.raises(ModelError, match=r"^x\.tflite: cannot start the model-verification process \(No such file"):
+        safety.run_child(missing, b"", "x.tflite", timeout=60)
+
+
+# --- the sacrificial-child runner itself (shared with the benchmark) --------------------------------------
+def _gone(pid: int, within_s: float = 10.0) -> bool:
+    """True once `pid` has exited (a zombie waiting for init to reap it counts as exited)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads process states from /proc (Linux)")
+def test_a_timed_out_child_takes_its_whole_process_group_down():
+    code = ("import subprocess, sys, time\n"
+            "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+            "sys.stderr.write('stage: waiting\\n')\n"
+            "sys.stderr.write(f'grandchild {g.pid}\\n'); sys.stderr.flush()\n"
+            "time.sleep(120)\n")
+    start = time.monotonic()
+    run = child_process.run_child([sys.executable, "-c", code], b"", timeout_s=5)
+    assert time.monotonic() - start < 30
+    failure = run.failure
+    assert failure is not None and failure.kind == child_process.TIMEOUT and run.reply == {}
+    assert failure.seconds == 5 and failure.stage == "waiting" and failure.while_stage == " while waiting"
+    grandchild = int(failure.last_line.split()[1])
+    assert _gone(grandchild), "the grandchild outlived the timed-out child"
+
+
+def test_the_reply_is_the_last_json_line_on_stdout():
+    data = bytes(range(256)) * 3
+    chatty = [sys.executable, "-c",
+              "import json, sys; n = len(sys.stdin.buffer.read()); print('INFO: native chatter'); "
+              "print(json.dumps({'ok': True, 'n': n})); print('INFO: more chatter'); "
+              "sys.stderr.write('stage: done\\n')"]
+    run = child_process.run_child(chatty, data, timeout_s=60)
+    assert run.failure is None and run.reply == {"ok": True, "n": len(data)}
+    for body, status in (("print('{not json'); sys.exit(0)", 0), ("print('[1, 2]')", 0),
+                         ("sys.stderr.write('stage: load\\nboom\\n\\n'); sys.exit(3)", 3)):
+        run = child_process.run_child([sys.executable, "-c", f"import sys; {body}"], b"", timeout_s=60)
+        failure = run.failure
+        assert failure is not None and failure.kind == child_process.NO_ANSWER and failure.status == status, body
+        assert run.reply == {}
+    assert failure.stage == "load" and failure.last_line == "boom" and failure.signal_name == ""
+
+
+def test_signal_names():
+    assert child_process.signal_name(11) == "SIGSEGV" and child_process.signal_name(9) == "SIGKILL"
+    assert child_process.signal_name(250) == "signal 250"
+    failure = child_process.ChildFailure(child_process.SIGNAL, "python", 1.0, status=-6)
+    assert failure.signal_name == "SIGABRT" and not failure.out_of_memory and failure.while_stage == ""
+
+
 def test_the_verification_timeout_applies_to_real_models(models, monkeypatch):
     monkeypatch.setenv(safety.TIMEOUT_ENV, "0.001")  # no interpreter starts that fast
     with pytest.raises(ModelError, match="did not finish loading"):
@@ -192,7 +258,8 @@ def test_the_child_can_be_run_by_hand(models):
     assert proc.returncode == 0 and verdict["ok"] is False and "rank 2" in verdict["error"]
     proc = subprocess.run([sys.executable, "-m", "edgevision.edge_runtime.safety", str(models["uint8"])],
                           capture_output=True, text=True, timeout=120)
-    verdict = json.loads(proc.stdout.strip().splitlines()[-1])
+    (line,) = proc.stdout.strip().splitlines()  # the interpreter's own messages go to stderr
+    verdict = json.loads(line)
     assert verdict["ok"] is True and verdict["signature"]["input_shape"] == [1, 32, 32, 3]
 
 
