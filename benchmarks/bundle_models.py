@@ -20,6 +20,7 @@ from pathlib import Path
 from edgevision import atomic
 from edgevision.bundled import BUNDLED, MODELS_DIR, build_label
 from edgevision.edge_runtime.metadata import read_metadata
+from edgevision.edge_runtime.model_metadata import read_model_metadata
 
 
 def _pct(x) -> str:
@@ -75,7 +76,6 @@ def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, c
     printed under the accuracy table so nobody reads the figure without it."""
     s = run.get("settings", {})
     m = meta.get("metrics", {})
-    pre = meta.get("preprocess", {})
     data = tflite.read_bytes()
     tta = meta.get("test_time_augmentation") or {}
     extra = build_label(meta.get("optimizations") or (), tta.get("mode"))
@@ -83,7 +83,7 @@ def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, c
     lines = [
         f"# {name}",
         "",
-        f"A TensorFlow Lite image classifier ({build}) for the {len(meta.get('labels', []))} "
+        f"A TensorFlow Lite image classifier ({build}) for the {len(read_model_metadata(data).labels or ())} "
         f"CIFAR-10 classes, bundled with edgevision. Labels and preprocessing are inside the file.",
         "",
         "## How it was made",
@@ -120,29 +120,81 @@ def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, c
         "within about a point of the validation figure.",
         *(["", note] if note else []),
         "",
-        "## The file",
+        *file_lines(data),
+    ]
+    return "\n".join(lines)
+
+
+FILE_SECTION = "## The file"
+#: Whose weights each bundled model carries, and under what licence (the card and the file's metadata say it).
+AUTHOR, LICENSE = "edgevision (trained by `edgevision train`)", "Apache-2.0"
+
+
+def file_lines(data: bytes) -> list:
+    """The card's last section, from what the file says about itself."""
+    meta = read_model_metadata(data)
+    doc = meta.document
+    in_graph = doc.get("normalization_in_graph")
+    h, w = meta.input_size
+    takes = (f"{h}x{w} {meta.color_order} pixels as uint8 (0-255); the graph normalises them with mean "
+             f"{in_graph['mean']}, std {in_graph['std']} (pixel units)" if in_graph else
+             f"{h}x{w} {meta.color_order}, mean {list(meta.mean)}, std {list(meta.std)} (pixel units)")
+    return [
+        FILE_SECTION,
         "",
         f"- Size: {len(data):,} bytes; SHA-256 `{hashlib.sha256(data).hexdigest()}`",
-        f"- Input: {pre.get('input_size')} {pre.get('color_order')}, mean {pre.get('mean')}, std {pre.get('std')} "
-        f"(pixel units), resize `{pre.get('resize')}`; tensor types {meta.get('io')}",
-        f"- Labels: {', '.join(meta.get('labels', []))}",
+        f"- Input: {takes}; resize `{meta.resize}`; tensor types {doc.get('io')}",
+        "- Metadata: standard TFLite metadata (`TFLITE_METADATA`: name, licence, colour space, normalisation, "
+        "the labels as a TENSOR_AXIS_LABELS file), read by MediaPipe Tasks, the TFLite Task Library and Android "
+        "Studio; edgevision's own document holds what that schema cannot say",
+        f"- Licence: {meta.license or '-'}; author: {meta.author or '-'}",
+        f"- Labels: {', '.join(meta.labels or ())}",
         f"- Bundled on {dt.date.today().isoformat()}",
         "",
     ]
-    return "\n".join(lines)
+
+
+def with_credits(data: bytes, name: str) -> bytes:
+    """The file with the bundled model's name, author and licence in its metadata."""
+    from dataclasses import replace
+
+    from edgevision.convert.metadata_writer import embed
+
+    meta = read_model_metadata(data)
+    return embed(data, replace(meta, name=name, author=AUTHOR, license=LICENSE))
+
+
+def upgrade_bundled(name: str) -> Path:
+    """Rewrite a bundled file to the portable interface with standard metadata (exact: no retraining), and
+    the card's file section with it."""
+    from edgevision.convert.interface import upgrade
+
+    target = MODELS_DIR / BUNDLED[name]
+    atomic.write_bytes(target, upgrade(target.read_bytes(), name, AUTHOR, LICENSE))
+    card = target.with_suffix(".md")
+    text = card.read_text()
+    head = text[: text.index(FILE_SECTION)] if FILE_SECTION in text else text + "\n"
+    atomic.write_text(card, head + "\n".join(file_lines(target.read_bytes())))
+    return target
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", required=True, choices=sorted(BUNDLED))
-    p.add_argument("--run", required=True, type=Path, help="the training run directory")
-    p.add_argument("--tflite", required=True, type=Path, help="the converted model to bundle")
-    p.add_argument("--train-command", required=True)
-    p.add_argument("--convert-command", required=True)
+    p.add_argument("--upgrade", action="store_true",
+                   help="rewrite the bundled file to the portable interface and standard metadata, nothing else")
+    p.add_argument("--run", type=Path, help="the training run directory")
+    p.add_argument("--tflite", type=Path, help="the converted model to bundle")
+    p.add_argument("--train-command")
+    p.add_argument("--convert-command")
     p.add_argument("--hardware", default=CPU_SHARED, help="what the model was trained on, in words")
     p.add_argument("--note", default="", help="a paragraph for the accuracy section, e.g. how this run was chosen")
     args = p.parse_args(argv)
-
+    if args.upgrade:
+        print(f"upgraded {upgrade_bundled(args.name)}")
+        return 0
+    if not (args.run and args.tflite and args.train_command and args.convert_command):
+        p.error("--run, --tflite, --train-command and --convert-command are needed to bundle a new model")
     data = args.tflite.read_bytes()
     meta = read_metadata(data)
     if not meta:
@@ -150,6 +202,7 @@ def main(argv=None) -> int:
         return 1
     run = json.loads((args.run / "run.json").read_text())
     target = MODELS_DIR / BUNDLED[args.name]
+    data = with_credits(data, args.name)
     atomic.write_bytes(target, data)
     card = model_card(args.name, run, meta, args.tflite, args.train_command, args.convert_command,
                       args.hardware, args.note)

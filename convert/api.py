@@ -131,10 +131,10 @@ def run_conversion(source, variants: Sequence[Variant], options: ConvertOptions,
     results: List[ConversionResult] = []
 
     def convert_one(variant: Variant, converter_source, name: str) -> None:
-        io = options.io_for(variant.quant)
         say(f"converting {name}")
         start = time.perf_counter()
-        model = quantize.convert(converter_source, variant.quant, io[0], calib_inputs, options.allow_tf_ops)
+        model = quantize.convert(converter_source, variant.quant, options.converter_io(variant.quant), calib_inputs,
+                                 options.allow_tf_ops)
         seconds = time.perf_counter() - start
         results.append(_finish(src, variant, name, model, seconds, options, eval_set, reference, report))
 
@@ -366,33 +366,48 @@ def _warn_skipped(report, image_set, what: str) -> None:
 
 
 def _finish(src, variant, name, model, seconds, options, eval_set, reference, report) -> ConversionResult:
-    """Evaluate a fresh conversion, embed the metadata, and describe it."""
+    """Give a fresh conversion its interface, evaluate it as it will ship, embed the metadata, describe it."""
     from edgevision.convert import evaluate, metadata_writer, model_ops
 
+    model, preprocess, in_graph = _with_interface(model, src.preprocess, options.io_for(variant.quant))
     agreement = None
     if eval_set is not None:
-        converted = evaluate.tflite_probabilities(model, eval_set.pixels, src.preprocess)
+        converted = evaluate.tflite_probabilities(model, eval_set.pixels, preprocess)
         agreement = evaluate.compare(reference, converted, eval_set.labels)
     optimizations = options.optimizations.to_dict() if variant.optimized else {}
     metrics = {}
     if agreement is not None:
         metrics = {**{k: v for k, v in agreement.to_dict().items() if v is not None}, "eval_set": eval_set.source}
     io = model_ops.io_types(model)
-    doc = metadata_writer.metadata_document(
-        src.labels, src.preprocess, variant.quant,
-        optimizations=list(optimizations.get("steps", [])), io_types=io,
-        # No absolute paths in a file that gets shipped: the name and hash identify the source (report.json
-        # keeps the paths for the person who ran the conversion).
-        source={**{k: v for k, v in report.source.items() if k in ("kind", "name", "sha256", "parameters")},
-                **({"run": {k: v for k, v in report.source["run"].items() if k != "data"}} if "run" in report.source else {})},
-        metrics=metrics,
-        extra=_metadata_extra(variant, report),
+    meta = metadata_writer.model_metadata(
+        report.source.get("name") or name, src.labels, preprocess, variant.quant,
+        optimizations=list(optimizations.get("steps", [])), io_types=io, source=_shipped_source(report.source),
+        metrics=metrics, extra=_metadata_extra(variant, report), normalization_in_graph=in_graph,
     )
-    final = metadata_writer.embed(model, doc, src.labels)
+    final = metadata_writer.embed(model, meta)
     return ConversionResult(
         variant=name, quant=variant.quant, model=final, convert_seconds=seconds,
         ops=model_ops.model_ops(final, variant.quant), io=io, optimizations=optimizations, evaluation=agreement,
     )
+
+
+def _with_interface(model: bytes, preprocess, io):
+    """(model, what its input takes, the normalisation moved into its graph or None) for interface `io`."""
+    from edgevision.convert.interface import portable_interface
+    from edgevision.convert.options import PORTABLE
+
+    if io[0] != PORTABLE:
+        return model, preprocess, None
+    return portable_interface(model, preprocess)
+
+
+def _shipped_source(source: dict) -> dict:
+    """No absolute paths in a file that gets shipped: the name and hash identify the source (report.json
+    keeps the paths for the person who ran the conversion)."""
+    out = {k: v for k, v in source.items() if k in ("kind", "name", "sha256", "parameters")}
+    if "run" in source:
+        out["run"] = {k: v for k, v in source["run"].items() if k != "data"}
+    return out
 
 
 def _metadata_extra(variant, report) -> dict:

@@ -32,7 +32,10 @@ _file = click.Path(dir_okay=False, path_type=Path)
 @click.option("--out", "out", type=_file, help="Output .tflite file (default: beside MODEL, named after the mode).")
 @click.option("--all", "all_modes", is_flag=True, help="Produce every mode (and the optimised model, if asked) into --out-dir.")
 @click.option("--out-dir", type=_dir, help="Output folder for --all.")
-@click.option("--io", type=click.Choice(IO_TYPES), help="Input/output type of an int8 model (default int8).")
+@click.option("--io", type=click.Choice(IO_TYPES),
+              help="The file's interface. uint8 (default): raw RGB pixels in, normalised inside the model, uint8 scores "
+                   "from int8 models: what MediaPipe, the Task Library and accelerators accept. int8: normalised int8 "
+                   "in and out (int8 models only). float32: normalised float input.")
 @click.option("--calib", "calib_dir", type=_dir, help="Calibration images for int8/int16x8 (default: the run's training split).")
 @click.option("--calib-samples", type=click.IntRange(min=1), default=DEFAULT_CALIB_SAMPLES, show_default=True,
               help="How many calibration images to use.")

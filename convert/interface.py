@@ -209,6 +209,41 @@ def _retarget_signatures(obj, moved: dict) -> None:
             t.tensorIndex = moved.get(int(t.tensorIndex), t.tensorIndex)
 
 
-def is_portable(input_type: str) -> bool:
-    """Whether a model whose input tensor is `input_type` takes raw pixels the way standard readers feed them."""
-    return input_type == "uint8"
+# --- whole files ----------------------------------------------------------------------------------------
+def portable_interface(model: bytes, preprocess):
+    """(the portable model, what its input takes: pixels, the normalisation moved into its graph)."""
+    from edgevision.edge_runtime.preprocess import PreprocessConfig
+
+    if preprocess.color_order != "RGB":
+        raise UsageError(f"the uint8 interface takes RGB pixels and this model was trained on {preprocess.color_order}; "
+                         "pass --io int8 or --io float32")
+    pixels = PreprocessConfig(input_size=preprocess.input_size, color_order="RGB", mean=(0.0,) * 3,
+                              std=(1.0,) * 3, resize=preprocess.resize)
+    in_graph = {"mean": list(preprocess.mean), "std": list(preprocess.std)}
+    return make_portable(model, preprocess.mean, preprocess.std), pixels, in_graph
+
+
+# What an old file's document keeps as it is; the rest is rewritten for the new interface.
+_KEPT = ("quantization", "optimizations", "source", "metrics", "calibration", "bias_correction", "fine_tune",
+         "test_time_augmentation", "output")
+
+
+def upgrade(data: bytes, name: str, author: str = "", license: str = "") -> bytes:
+    """An edgevision file made before the portable interface, rewritten (exactly, without TensorFlow) to take
+    uint8 pixels and to carry standard metadata beside its document."""
+    from edgevision.convert import metadata_writer, model_ops
+    from edgevision.edge_runtime.model_metadata import read_model_metadata
+
+    old = read_model_metadata(data)
+    if not old.document or old.input_size is None or not old.labels:
+        raise ModelError("only files written by edgevision convert can be upgraded (this one has no edgevision "
+                         "metadata with labels and an input size)")
+    model, pixels, in_graph = portable_interface(data, old.preprocess(old.input_size))
+    kept = {k: v for k, v in old.document.items() if k in _KEPT}
+    meta = metadata_writer.model_metadata(
+        name, old.labels, pixels, kept.pop("quantization"), optimizations=kept.pop("optimizations", ()),
+        io_types=model_ops.io_types(model), source=kept.pop("source", {}), metrics=kept.pop("metrics", {}),
+        extra=kept, author=author, license=license, normalization_in_graph=in_graph,
+    )
+    producer = {**old.document.get("producer", {}), "interface": meta.document["producer"]["edgevision"]}
+    return metadata_writer.embed(model, meta.with_document(producer=producer))

@@ -13,10 +13,12 @@ FLOAT32, FLOAT16, DYNAMIC, INT8, INT16X8 = "float32", "float16", "dynamic", "int
 QUANT_MODES: Tuple[str, ...] = (FLOAT32, FLOAT16, DYNAMIC, INT8, INT16X8)
 #: Modes whose activations are integers too: they need a representative dataset to calibrate ranges.
 FULL_INTEGER: Tuple[str, ...] = (INT8, INT16X8)
-#: Input/output tensor types a full-int8 model can expose. int8 is what TFLite's integer kernels and
-#: most NPUs want; uint8 is for older accelerators (e.g. the first Edge TPU models); float32 keeps the
-#: (de)quantisation inside the model, so callers feed normalised floats.
-IO_TYPES: Tuple[str, ...] = ("int8", "uint8", FLOAT32)
+#: Input/output interfaces. uint8 (the default, "portable"): the file takes raw RGB pixels 0-255 and normalises
+#: inside its graph, and an int8 model gives uint8 scores: what MediaPipe, the Task Library and integer-only
+#: accelerators accept (convert/interface.py). int8 (full-int8 models only): normalised, quantized input and
+#: output, what TFLite's integer kernels use inside. float32: normalised float input, float output.
+PORTABLE = "uint8"
+IO_TYPES: Tuple[str, ...] = (PORTABLE, "int8", FLOAT32)
 
 DEFAULT_CALIB_SAMPLES = 500  # TFLite's guidance is a few hundred; more barely moves the ranges.
 DEFAULT_FINE_TUNE_EPOCHS = 2
@@ -124,7 +126,7 @@ class ConvertOptions:
 
     labels / preprocess: files that override (or, for a bare .keras file or SavedModel, supply) the class
         names and preprocessing settings.
-    io: input/output tensor type of a full-int8 model (default int8).
+    io: the file's interface (IO_TYPES; default PORTABLE: uint8 pixels in).
     calib_dir: images for calibration; default: the run's validation images.
     eval_dir: labelled images (one subfolder per class) for the accuracy report; default: the run's
         validation split when the model comes from a run directory.
@@ -171,17 +173,21 @@ class ConvertOptions:
             raise UsageError(f"--train-samples must be at least 1, got {self.train_samples}")
 
     def io_for(self, quant: str) -> Tuple[str, str]:
-        """(input type, output type) of a model in mode `quant`."""
-        if quant == INT8:
-            io = self.io or "int8"
-            return io, io
-        return FLOAT32, FLOAT32
+        """(input type, output type) of the written file in mode `quant`."""
+        io = self.io or PORTABLE
+        if io == PORTABLE:
+            return PORTABLE, (PORTABLE if quant == INT8 else FLOAT32)
+        return (io, io) if quant == INT8 else (FLOAT32, FLOAT32)
+
+    def converter_io(self, quant: str) -> str:
+        """The input/output type TFLiteConverter produces; the portable interface is added afterwards."""
+        return self.io_for(quant)[0] if self.io == FLOAT32 or quant != INT8 else "int8"
 
     def check_single(self) -> None:
         """Combinations that make no sense for one model (`convert_all` picks modes itself)."""
-        if self.io is not None and self.io != FLOAT32 and self.quant != INT8:
+        if self.io == "int8" and self.quant != INT8:
             raise UsageError(
-                f"--io {self.io} only applies to --quant int8 (a {self.quant} model has float32 input and output)"
+                f"--io int8 only applies to --quant int8 (a {self.quant} model takes uint8 pixels or float32 input)"
             )
         if self.optimizations.qat and self.quant != INT8:
             raise UsageError(

@@ -6,9 +6,10 @@
 Labels and preprocessing travel inside models made by `edgevision convert`; third-party models (Google's
 MobileNets, say) get them from `labels=` / a `labels.txt` beside the file and from their input tensor.
 
-The work is split into stages that the camera pipeline and the benchmarks time one by one:
-`prepare` (pixels -> input tensor), `invoke` (the interpreter), `scores_from_output` (dequantize, softmax if
-needed) and `top_k`. Everything between the interpreter and the caller is a handful of vectorised OpenCV /
+The work is split into stages: `prepare` (pixels -> input tensor), `invoke` (the interpreter),
+`scores_from_output` (dequantize, softmax if needed) and `top_k`. Callers use `classify` (pass a
+`ClassifyTimings` to have each stage timed, as the camera pipeline and the web page do), `classify_batch`
+and `scores_batch`, which take the fast path: ranking raw outputs and decoding only the winners. Everything between the interpreter and the caller is a handful of vectorised OpenCV /
 numpy calls on the model-sized frame: the runtime is meant to cost next to nothing beside `invoke()`.
 """
 
@@ -16,10 +17,11 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -34,10 +36,6 @@ from edgevision.edge_runtime.preprocess import (
 from edgevision.edge_runtime.quantization import input_encoder, output_decoder, tensor_quantization
 from edgevision.errors import ImageError, ModelError, UsageError
 
-#: Label file looked for beside a model that carries no labels (the TFLite examples' convention).
-SIBLING_LABELS = "labels.txt"
-#: Metadata key that says what the output holds ("probabilities" or "logits").
-OUTPUT_KEY = "output"
 # Quantized outputs with these (scale, zero point) come from a softmax: TFLite requires exactly these
 # parameters for a quantized SOFTMAX's output, so such a tensor holds probabilities.
 _SOFTMAX_QUANTIZATION = {"uint8": (1 / 256, 0), "int8": (1 / 256, -128), "int16": (1 / 32768, 0)}
@@ -59,7 +57,33 @@ class Classification:
     score: float
 
     def to_dict(self) -> dict:
-        return {"index": self.index, "label": self.label, "score": self.score}
+        """The one JSON shape of a prediction (`predict --json`, `classify`'s JSON lines, the benchmarks)."""
+        return {"index": int(self.index), "label": self.label, "score": round(float(self.score), 6)}
+
+
+@dataclass
+class ClassifyTimings:
+    """Where one `Classifier.classify` call spent its time (perf_counter_ns), filled in by that call."""
+
+    prepare_ns: int = 0  # pixels -> input tensor (resize, colour order, normalise or quantize)
+    invoke_ns: int = 0  # the interpreter
+    postprocess_ns: int = 0  # dequantize, softmax if needed, score adjustment, top-k
+
+    @property
+    def prepare_ms(self) -> float:
+        return self.prepare_ns / 1e6
+
+    @property
+    def invoke_ms(self) -> float:
+        return self.invoke_ns / 1e6
+
+    @property
+    def postprocess_ms(self) -> float:
+        return self.postprocess_ns / 1e6
+
+    @property
+    def total_ms(self) -> float:
+        return (self.prepare_ns + self.invoke_ns + self.postprocess_ns) / 1e6
 
 
 class Classifier:
@@ -81,12 +105,11 @@ class Classifier:
         from edgevision.bundled import resolve_model
         from edgevision.edge_runtime import safety
         from edgevision.edge_runtime.interpreter import (
-            backend_version,
             check_num_threads,
             make_interpreter,
             resolve_backend,
         )
-        from edgevision.edge_runtime.metadata import read_metadata
+        from edgevision.edge_runtime.model_metadata import read_model_metadata
 
         self._num_threads = check_num_threads(num_threads)
         self._path = resolve_model(model_path)
@@ -95,13 +118,13 @@ class Classifier:
         self._model_bytes = len(data)
         self._sha256 = safety.sha256_of(data)
         self._backend = resolve_backend(backend)
-        self._backend_version = backend_version(self._backend)
         if trusted:
             safety.precheck(data, name)
             self._verification = "trusted"
         else:
             self._verification = safety.verify_model(data, name, self._backend, sha256=self._sha256).source
-        self._metadata = read_metadata(data)
+        self._meta = read_model_metadata(data)
+        self._notes: List[str] = []
         self._interpreter = make_interpreter(data, self._num_threads, self._backend, name)
         self._signature = safety.check_signature(self._interpreter, name)
         input_detail = self._interpreter.get_input_details()[0]
@@ -120,11 +143,13 @@ class Classifier:
         self._decode = output_decoder(self._output_quant)
         # Raw 8-bit output byte -> score, as Python floats for the k winners (None: float outputs).
         self._score_table = None if self._decode.table is None else self._decode.table.tolist()
-        self._labels = self._resolve_labels(labels, data, name)
+        self._labels, self._labels_source = self._resolve_labels(labels, name)
         self._output_kind = self._resolve_output_kind()
         self._lock = threading.Lock()  # one interpreter, one invoke at a time (the web page shares models)
 
     # --- set-up ----------------------------------------------------------------------------------
+    # Precedence, the same for labels and preprocessing: the argument > what the file says > a file beside
+    # it (labels only) > an assumption, which is said in `notes`.
     def _resolve_preprocess(self, override, name: str):
         from edgevision.edge_runtime.quantization import pixel_normalization_from_quantization
 
@@ -137,49 +162,49 @@ class Classifier:
                     f"{list(model_size)} (height, width) images; use the model's input size"
                 )
             return config, "argument"
-        if self._metadata and isinstance(self._metadata.get("preprocess"), dict):
-            try:
-                config = PreprocessConfig.from_dict(self._metadata["preprocess"])
-            except UsageError as e:
-                raise ModelError(f"{name}: the preprocessing in the model's metadata is invalid ({e})") from e
-            if config.input_size != model_size:
-                raise ModelError(
-                    f"{name}: its metadata says input size {list(config.input_size)} but its input tensor is "
-                    f"{list(model_size)}; the model file was modified after conversion, convert it again"
-                )
+        try:
+            config = self._meta.preprocess(model_size)
+        except ModelError as e:
+            raise ModelError(f"{name}: {e}") from e
+        if config is not None:
             return config, "metadata"
-        # A third-party model: the input tensor says the size; 8-bit inputs say the pixel range through
-        # their quantization; float ones are assumed to be MobileNet-style [-1, 1] (override with preprocess=).
+        # The file says nothing: 8-bit inputs say the pixel range through their quantization; float ones
+        # are assumed to be MobileNet-style [-1, 1].
         if self._input_quant is not None and self._input_quant.dtype in (np.uint8, np.int8):
             mean, std = pixel_normalization_from_quantization(self._input_quant)
         else:
             mean, std = MINUS_ONE_TO_ONE
-        return PreprocessConfig(input_size=model_size, color_order="RGB", mean=mean, std=std), "inferred"
+        config = PreprocessConfig(input_size=model_size, color_order="RGB", mean=mean, std=std)
+        self._notes.append(
+            f"{Path(name).name} does not say how to normalise its input: assuming {config.input_size[0]}x"
+            f"{config.input_size[1]} RGB, mean {mean[0]:g}, std {std[0]:g}; pass a preprocess file if that is wrong"
+        )
+        return config, "inferred"
 
-    def _resolve_labels(self, labels, data: bytes, name: str) -> List[str]:
-        from edgevision.edge_runtime.labels import align_labels, load_labels
-        from edgevision.edge_runtime.metadata import labels_from_model
+    def _resolve_labels(self, labels, name: str):
+        """(labels, where they came from: "argument", "metadata", "beside" or "assumed")."""
+        from edgevision.edge_runtime.labels import align_labels, labels_beside, load_labels
 
         n = self._signature.num_classes
         if labels is not None:
             if isinstance(labels, (str, os.PathLike)):
-                return align_labels(load_labels(labels), n, source=f"labels file {labels}")
+                return align_labels(load_labels(labels), n, source=f"labels file {labels}"), "argument"
             if isinstance(labels, (bytes, dict)) or not isinstance(labels, Sequence):
                 raise UsageError(f"labels must be a list of class names or a labels file path, got {type(labels).__name__}")
-            return align_labels([str(x) for x in labels], n, source="the labels given")
-        from_model = labels_from_model(data)
-        if from_model:
-            return align_labels(from_model, n, source=f"the labels inside {name}")
-        sibling = self._path.with_name(SIBLING_LABELS)
-        if sibling.is_file():
-            return align_labels(load_labels(sibling), n, source=f"labels file {sibling}")
-        return [f"class_{i}" for i in range(n)]
+            return align_labels([str(x) for x in labels], n, source="the labels given"), "argument"
+        if self._meta.labels:
+            return align_labels(list(self._meta.labels), n, source=f"the labels inside {name}"), "metadata"
+        sibling = labels_beside(self._path)
+        if sibling is not None:
+            return align_labels(load_labels(sibling), n, source=f"labels file {sibling}"), "beside"
+        self._notes.append(f"{Path(name).name} carries no labels and has no labels file beside it: showing "
+                           "class_<index> (pass a labels file)")
+        return [f"class_{i}" for i in range(n)], "assumed"
 
     def _resolve_output_kind(self) -> str:
         """"probabilities", "logits", or "auto": decided from the first output the model produces."""
-        declared = (self._metadata or {}).get(OUTPUT_KEY)
-        if declared in ("probabilities", "logits"):
-            return declared
+        if self._meta.output in ("probabilities", "logits"):
+            return self._meta.output
         q = self._output_quant
         if q is not None:
             expected = _SOFTMAX_QUANTIZATION.get(np.dtype(q.dtype).name)
@@ -217,13 +242,33 @@ class Classifier:
             try:
                 interpreter.set_tensor(self._input_index, input_tensor)
             except ValueError as e:
-                got = getattr(input_tensor, "shape", None), getattr(input_tensor, "dtype", None)
-                raise UsageError(
-                    f"input tensor has shape {got[0]} and dtype {got[1]}; the model takes "
-                    f"{list(self.input_shape)} {self.input_dtype} (build it with Classifier.prepare)"
-                ) from e
+                raise self._input_error(input_tensor) from e
             interpreter.invoke()
             return interpreter.get_tensor(self._output_index)
+
+    def invoke_batch(self, input_tensors: Sequence[np.ndarray]) -> np.ndarray:
+        """`invoke` on each prepared tensor in turn (edge models take one image per call); the raw
+        outputs stacked, shape (N, classes). Holds the lock once for the whole batch."""
+        out = np.empty((len(input_tensors), self.num_classes), dtype=np.dtype(self.output_dtype))
+        interpreter = self._interpreter
+        set_tensor, run, get_tensor = interpreter.set_tensor, interpreter.invoke, interpreter.get_tensor
+        in_index, out_index = self._input_index, self._output_index
+        with self._lock:
+            for i, tensor in enumerate(input_tensors):
+                try:
+                    set_tensor(in_index, tensor)
+                except ValueError as e:
+                    raise self._input_error(tensor) from e
+                run()
+                out[i] = get_tensor(out_index).reshape(-1)
+        return out
+
+    def _input_error(self, tensor) -> UsageError:
+        got = getattr(tensor, "shape", None), getattr(tensor, "dtype", None)
+        return UsageError(
+            f"input tensor has shape {got[0]} and dtype {got[1]}; the model takes "
+            f"{list(self.input_shape)} {self.input_dtype} (build it with Classifier.prepare)"
+        )
 
     def scores_from_output(self, raw: np.ndarray) -> np.ndarray:
         """Raw output(s) -> float32 probabilities of shape (N, classes)."""
@@ -231,62 +276,72 @@ class Classifier:
         if self._output_kind == "probabilities":
             return scores
         if self._output_kind == "logits":
-            return _softmax(scores)
-        # A model without metadata: a softmax output is a probability distribution; logits are not (they
-        # would have to lie in [0, 1] and sum to 1 by chance). Decided once, so that every frame is treated
+            return softmax(scores)
+        # A model without metadata: decided once, from its first output, so that every frame is treated
         # alike and later calls skip the check.
-        tolerance = _FLOAT_PROB_TOLERANCE if self._output_quant is None else _QUANT_PROB_TOLERANCE
-        is_prob = (
-            (scores.min() >= -tolerance)
-            and (scores.max() <= 1 + tolerance)
-            and bool(np.all(np.abs(scores.sum(axis=1) - 1) <= tolerance))
-        )
+        is_prob = looks_like_probabilities(scores, quantized=self._output_quant is not None)
         self._output_kind = "probabilities" if is_prob else "logits"
-        return scores if is_prob else _softmax(scores)
+        return scores if is_prob else softmax(scores)
 
     def top_k(self, scores_row: np.ndarray, k: int = 5) -> List[Classification]:
         """The k best classes of one row of scores, best first (ties: lower index first)."""
         row = np.asarray(scores_row).reshape(-1)
         if row.shape[0] != self.num_classes:
             raise UsageError(f"scores row has {row.shape[0]} values; the model has {self.num_classes} classes")
-        return self._best(row, _check_k(k), None)
-
-    def _best(self, row: np.ndarray, k: int, table: Optional[list]) -> List[Classification]:
-        """k largest of `row` (scores, or raw 8-bit outputs decoded through `table`), as Classifications.
-
-        Measured here: after a 3.5 MB model has run, each numpy call pays ~50 us of cache misses, ten times
-        its warm cost. So one argpartition (O(N)) and plain Python for the k winners; no argsort, no
-        dequantizing the classes that are not reported.
-        """
-        n = row.shape[0]
-        k = min(k, n)
-        best = np.argpartition(row, n - k)[n - k :].tolist() if k < n else list(range(n))
-        values = row.tolist() if k == n else [row.item(i) for i in best]
-        ranked = sorted(zip(values, best), key=lambda vi: (-vi[0], vi[1]))
-        labels = self._labels
-        if table is None:
-            return [Classification(i, labels[i], float(v)) for v, i in ranked]
-        return [Classification(i, labels[i], table[v & 0xFF]) for v, i in ranked]
+        return rank(row, self._labels, _check_k(k))
 
     # --- one-call API ----------------------------------------------------------------------------
     def scores(self, image: ImageLike, color_order: str = "BGR") -> np.ndarray:
         """Probabilities of every class for one image (1-D float32)."""
         return self.scores_from_output(self.invoke(self.prepare(image, color_order)))[0]
 
-    def classify(self, image: ImageLike, top_k: int = 5, color_order: str = "BGR") -> List[Classification]:
-        """The `top_k` most likely classes of one image, best first."""
+    def scores_batch(self, images: Sequence, color_order: str = "BGR", prepared: bool = False) -> np.ndarray:
+        """Probabilities (N, classes) of several images, decoded in one call after the last invoke.
+
+        prepared: the items are already input tensors from `prepare` (e.g. made on other threads).
+        """
+        tensors = images if prepared else [self.prepare(image, color_order) for image in images]
+        if not len(tensors):
+            return np.zeros((0, self.num_classes), np.float32)
+        return self.scores_from_output(self.invoke_batch(tensors))
+
+    def classify(self, image: ImageLike, top_k: int = 5, color_order: str = "BGR", *,
+                 timings: Optional["ClassifyTimings"] = None,
+                 adjust_scores: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> List[Classification]:
+        """The `top_k` most likely classes of one image, best first (ties: lower index first).
+
+        timings: a ClassifyTimings that this call fills with its prepare / invoke / postprocess times.
+        adjust_scores: applied to the probabilities before ranking (the camera's smoothing over frames).
+        """
         k = _check_k(top_k)
-        raw = self.invoke(self.prepare(image, color_order))
-        if self._output_kind == "probabilities" and (self._score_table is not None or self._output_quant is None):
-            # Dequantization is monotonic (scale > 0): rank the raw outputs, decode only the winners.
-            return self._best(raw.reshape(-1), k, self._score_table)
-        return self.top_k(self.scores_from_output(raw)[0], k)
+        if timings is None:
+            return self._ranked(self.invoke(self.prepare(image, color_order)), k, adjust_scores)
+        clock = time.perf_counter_ns
+        t0 = clock()
+        tensor = self.prepare(image, color_order)
+        t1 = clock()
+        raw = self.invoke(tensor)
+        t2 = clock()
+        top = self._ranked(raw, k, adjust_scores)
+        timings.prepare_ns, timings.invoke_ns, timings.postprocess_ns = t1 - t0, t2 - t1, clock() - t2
+        return top
 
     def classify_batch(self, images: Sequence[ImageLike], top_k: int = 5,
                        color_order: str = "BGR") -> List[List[Classification]]:
         """`classify` for several images (one interpreter call each: edge models have batch size 1)."""
-        _check_k(top_k)
-        return [self.classify(image, top_k, color_order) for image in images]
+        k = _check_k(top_k)
+        return [self.classify(image, k, color_order) for image in images]
+
+    def _ranked(self, raw: np.ndarray, k: int, adjust) -> List[Classification]:
+        if adjust is None and self._output_kind == "probabilities" and (
+            self._score_table is not None or self._output_quant is None
+        ):
+            # Dequantization is monotonic (scale > 0): rank the raw outputs, decode only the winners.
+            return rank(raw.reshape(-1), self._labels, k, self._score_table)
+        scores = self.scores_from_output(raw)[0]
+        if adjust is not None:
+            scores = np.asarray(adjust(scores)).reshape(-1)
+        return rank(scores, self._labels, k)
 
     # --- what the model is -----------------------------------------------------------------------
     @property
@@ -308,7 +363,23 @@ class Classifier:
 
     @property
     def metadata(self) -> Optional[dict]:
-        return None if self._metadata is None else dict(self._metadata)
+        """edgevision's JSON document inside the file (None for models made elsewhere)."""
+        return dict(self._meta.document) if self._meta.document else None
+
+    @property
+    def model_metadata(self):
+        """Everything the file says about itself (edge_runtime.model_metadata.ModelMetadata)."""
+        return self._meta
+
+    @property
+    def labels_source(self) -> str:
+        """"argument", "metadata", "beside" (a labels file next to the model) or "assumed"."""
+        return self._labels_source
+
+    @property
+    def notes(self) -> List[str]:
+        """What was assumed rather than read from the model or given, one sentence each."""
+        return list(self._notes)
 
     @property
     def signature(self):
@@ -337,7 +408,7 @@ class Classifier:
     @cached_property
     def quantization(self) -> str:
         """The metadata's quantization, else read off the tensors: int8, uint8, int16x8, float16, float32..."""
-        declared = (self._metadata or {}).get("quantization")
+        declared = self._meta.quantization
         if isinstance(declared, str) and declared:
             return declared
         if self.input_dtype in ("int8", "uint8"):
@@ -355,9 +426,12 @@ class Classifier:
     def backend(self) -> str:
         return self._backend
 
-    @property
+    @cached_property
     def backend_version(self) -> str:
-        return self._backend_version
+        # Looked up on first use: importlib.metadata costs more start-up than `predict` spends classifying.
+        from edgevision.edge_runtime.interpreter import backend_version
+
+        return backend_version(self._backend)
 
     @property
     def num_threads(self) -> int:
@@ -390,7 +464,7 @@ class Classifier:
     def __repr__(self) -> str:
         return (
             f"Classifier({str(self._path)!r}, {self.num_classes} classes, input {list(self.input_shape)} "
-            f"{self.input_dtype}, {self.quantization}, backend={self._backend} {self._backend_version})"
+            f"{self.input_dtype}, {self.quantization}, backend={self._backend} {self.backend_version})"
         )
 
 
@@ -439,9 +513,51 @@ def _check_k(k) -> int:
     return int(k)
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
+def rank(row: np.ndarray, labels: Sequence[str], k: int, table: Optional[list] = None) -> List[Classification]:
+    """The k largest of `row` as Classifications, best first; ties: the lower index first.
+
+    `row` holds scores, or raw 8-bit outputs that `table` maps to scores. After a large model has run each
+    numpy call is a cache miss, so this is one argpartition (O(N)) and plain Python for the k winners.
+    """
+    n = row.shape[0]
+    k = min(k, n)
+    if k == n:
+        best, values = list(range(n)), row.tolist()
+    else:
+        best = np.argpartition(row, n - k)[n - k :].tolist()
+        values = [row.item(i) for i in best]
+        kth = min(values)
+        if int(np.count_nonzero(row == kth)) > values.count(kth):
+            # The cut went through a tie, where argpartition keeps any of the equals: keep the lowest indices.
+            above = np.flatnonzero(row > kth).tolist()
+            best = above + np.flatnonzero(row == kth)[: k - len(above)].tolist()
+            values = [row.item(i) for i in best]
+    ranked = sorted(zip(values, best), key=lambda vi: (-vi[0], vi[1]))
+    if table is None:
+        return [Classification(i, labels[i], float(v)) for v, i in ranked]
+    return [Classification(i, labels[i], table[v & 0xFF]) for v, i in ranked]
+
+
+def looks_like_probabilities(scores: np.ndarray, quantized: bool = False) -> bool:
+    """Whether rows of model outputs already are probability distributions (a softmax's output).
+
+    Logits would have to lie in [0, 1] and sum to 1 by chance. Float rows sum to 1 within rounding;
+    quantized ones carry up to half a step of error per class, hence the wider tolerance.
+    """
+    scores = np.asarray(scores)
+    if not scores.size:
+        return True
+    tolerance = _QUANT_PROB_TOLERANCE if quantized else _FLOAT_PROB_TOLERANCE
+    return bool(
+        scores.min() >= -tolerance
+        and scores.max() <= 1 + tolerance
+        and np.all(np.abs(scores.sum(axis=-1) - 1) <= tolerance)
+    )
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32, copy=False)
 
 
-__all__ = ["Classification", "Classifier"]
+__all__ = ["Classification", "ClassifyTimings", "Classifier", "looks_like_probabilities", "rank", "softmax"]

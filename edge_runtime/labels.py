@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 from edgevision.errors import LabelsError
 
@@ -51,3 +51,19 @@ def align_labels(labels: Sequence[str], num_outputs: int, source: str = "labels"
         f"{source} has {n} class names but the model has {num_outputs} outputs; "
         f"give a labels file with {num_outputs} lines (one class name per output, in output order)"
     )
+
+
+#: Label files looked for beside a model that carries none, most specific first: per-model names (one folder
+#: can hold several models; `edgevision convert` writes `<model>.labels.txt` when `labels.txt` is taken),
+#: then the TFLite examples' shared `labels.txt`.
+LABELS_BESIDE = ("{stem}.labels.txt", "{stem}_labels.txt", "{stem}.txt", "labels.txt")
+
+
+def labels_beside(model: Path) -> Optional[Path]:
+    """The labels file beside `model`, or None."""
+    model = Path(model)
+    for pattern in LABELS_BESIDE:
+        candidate = model.with_name(pattern.format(stem=model.stem))
+        if candidate != model and candidate.is_file():
+            return candidate
+    return None

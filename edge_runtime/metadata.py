@@ -1,9 +1,8 @@
 """Model metadata carried inside a `.tflite` file, read without TensorFlow.
 
-`edgevision convert` stores one JSON document in the flatbuffer's `metadata` list under the name
-``METADATA_NAME`` (labels, preprocessing, quantization, provenance), and also packs `labels.txt` as an
-associated file (a zip appended to the flatbuffer, as TFLite's metadata tools do), so the interpreter,
-this runtime and third-party tools all find what they need in the one file.
+The flatbuffer's `metadata` list holds named entries: the standard `TFLITE_METADATA` (read in
+tflite_metadata.py) and edgevision's JSON document under ``METADATA_NAME``. What they say together is
+`model_metadata.ModelMetadata`; this module only finds the entries and parses the JSON.
 
 The reader below walks the flatbuffer by hand (a few dozen lines of `struct`) so that it works with any
 interpreter backend and never hands untrusted bytes to C++ code. Every offset is bounds-checked.
@@ -11,16 +10,14 @@ interpreter backend and never hands untrusted bytes to C++ code. Every offset is
 
 from __future__ import annotations
 
-import io
 import json
 import struct
-import zipfile
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 from edgevision.errors import ModelError
 
 METADATA_NAME = "edgevision"
-METADATA_FORMAT = "edgevision.model/1"
+METADATA_FORMAT = "edgevision.model/2"  # 2: labels and normalisation moved to TFLITE_METADATA
 TFLITE_IDENTIFIER = b"TFL3"
 
 # Field indices in tensorflow/lite/schema/schema.fbs.
@@ -143,26 +140,3 @@ def read_metadata(data: bytes) -> Optional[dict]:
     if not isinstance(doc, dict):
         raise ModelError(f"the model's '{METADATA_NAME}' metadata is not a JSON object")
     return doc
-
-
-def associated_files(data: bytes) -> Dict[str, bytes]:
-    """Files packed after the flatbuffer as a zip (TFLite metadata's associated files); {} if none."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as z:
-            return {name: z.read(name) for name in z.namelist() if not name.endswith("/")}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        return {}
-
-
-def labels_from_model(data: bytes) -> Optional[List[str]]:
-    """Class labels carried by the model: edgevision metadata first, then an associated labels file."""
-    doc = read_metadata(data)
-    if doc and isinstance(doc.get("labels"), list):
-        return [str(x) for x in doc["labels"]]
-    files = associated_files(data)
-    for name, content in files.items():
-        if name.lower().endswith(".txt") and "label" in name.lower():
-            from edgevision.edge_runtime.labels import parse_labels
-
-            return parse_labels(content.decode("utf-8", errors="replace"))
-    return None

@@ -33,11 +33,21 @@ def atomic_path(target: PathLike, suffix: str = "") -> Iterator[Path]:
     try:
         yield tmp_path
         _fsync_file(tmp_path)
+        _chmod_like_a_new_file(tmp_path)
         os.replace(tmp_path, target)
         _fsync_dir(target.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+
+
+def _chmod_like_a_new_file(path: Path) -> None:
+    """mkstemp makes files 0600; an ordinary write makes them 0666 less the umask, which is what users expect
+    of a model or a report they share (the umask is read by setting it, so it is set straight back)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    with contextlib.suppress(FileNotFoundError):
+        os.chmod(path, 0o666 & ~umask)
 
 
 def write_bytes(target: PathLike, data: bytes) -> Path:

@@ -13,6 +13,8 @@ variants of the same network. Models:
   uint8.tflite        full-integer, uint8 in/out
   int16x8.tflite      16-bit activations, 8-bit weights, int16 in/out
   meta_int8.tflite    int8 with edgevision metadata (labels, CIFAR-style normalisation, centre crop)
+  portable_int8.tflite  meta_int8 with the portable interface: uint8 pixels in, uint8 scores out
+  standard_float.tflite float32 trained on CIFAR-style normalisation, said only in standard metadata
   two_inputs.tflite   a valid model with two image inputs (not a classifier)
   rank2.tflite        a valid model with a [1, 48] input (not an image classifier)
 """
@@ -32,7 +34,8 @@ LABELS = ["red", "green", "blue", "dark", "light"]
 SEED = 7
 LOGIT_STD = 2.0  # spread of each logit over the calibration photos
 CALIBRATION_SAMPLES = 64
-MODEL_NAMES = ("float", "logits", "int8", "uint8", "int16x8", "meta_int8", "two_inputs", "rank2")
+MODEL_NAMES = ("float", "logits", "int8", "uint8", "int16x8", "meta_int8", "portable_int8", "standard_float",
+               "two_inputs", "rank2")
 
 
 # --- pytest side (no TensorFlow here) ------------------------------------------------------------
@@ -169,6 +172,21 @@ def _convert(model, tmp: Path, quant: str = "float", calibration=None) -> bytes:
     return converter.convert()
 
 
+def _standard_only(model: bytes, preprocess) -> bytes:
+    from edgevision.convert.metadata_writer import set_metadata
+    from edgevision.edge_runtime.tflite_metadata import (
+        METADATA_ENTRY_NAME,
+        StandardMetadata,
+        encode_model_metadata,
+        pack_associated_files,
+    )
+
+    meta = StandardMetadata(name="standard_float", mean=preprocess.mean, std=preprocess.std,
+                            labels_file="classes.txt")
+    with_meta = set_metadata(model, {METADATA_ENTRY_NAME: encode_model_metadata(meta)})
+    return pack_associated_files(with_meta, {"classes.txt": ("\n".join(LABELS) + "\n").encode()})
+
+
 def build(out_dir: Path, image_paths) -> None:
     import tempfile
 
@@ -191,11 +209,19 @@ def build(out_dir: Path, image_paths) -> None:
         files["logits"] = _convert(_classifier(softmax=False, calibration=calib), tmp)
         for quant in ("int8", "uint8", "int16x8"):
             files[quant] = _convert(model, tmp, quant, calib)
-        from edgevision.convert.metadata_writer import embed, metadata_document
+        from edgevision.convert.interface import make_portable
+        from edgevision.convert.metadata_writer import embed, model_metadata
 
         meta_int8 = _convert(model, tmp, "int8", normalize(pixels, cifar))
-        doc = metadata_document(LABELS, cifar, "int8", source={"model": "tests/_edge_helpers.py"})
-        files["meta_int8"] = embed(meta_int8, doc, LABELS)
+        files["meta_int8"] = embed(meta_int8, model_metadata("meta_int8", LABELS, cifar, "int8",
+                                                             source={"model": "tests/_edge_helpers.py"}))
+        raw = PreprocessConfig(INPUT_SIZE, mean=(0.0,) * 3, std=(1.0,) * 3, resize="center_crop")
+        files["portable_int8"] = embed(make_portable(meta_int8, cifar.mean, cifar.std),
+                                       model_metadata("portable_int8", LABELS, raw, "int8", io_types=("uint8", "uint8")))
+        # A float model trained with per-channel statistics whose file says so only in standard metadata, as
+        # Model Maker and tflite-support's writers make them.
+        std_float = _convert(_classifier(softmax=True, calibration=normalize(pixels, cifar)), tmp)
+        files["standard_float"] = _standard_only(std_float, cifar)
 
         a = keras.Input((*INPUT_SIZE, 3), batch_size=1)
         b = keras.Input((*INPUT_SIZE, 3), batch_size=1)

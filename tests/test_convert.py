@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import zipfile
 
 import numpy as np
@@ -13,7 +14,9 @@ pytest.importorskip("tensorflow", reason="conversion needs the train extra")
 from edgevision.convert import ConvertOptions, convert_all, convert_model  # noqa: E402
 from edgevision.convert.options import QUANT_MODES  # noqa: E402
 from edgevision.edge_runtime.interpreter import make_interpreter  # noqa: E402
-from edgevision.edge_runtime.metadata import METADATA_FORMAT, associated_files, read_metadata  # noqa: E402
+from edgevision.edge_runtime.metadata import METADATA_FORMAT, read_metadata  # noqa: E402
+from edgevision.edge_runtime.model_metadata import read_model_metadata  # noqa: E402
+from edgevision.edge_runtime.tflite_metadata import read_associated_file  # noqa: E402
 from edgevision.edge_runtime.preprocess import PreprocessConfig, normalize  # noqa: E402
 from edgevision.errors import ConversionError, DataError, ModelError  # noqa: E402
 
@@ -94,10 +97,14 @@ def test_metadata_round_trip(all_report, tiny_run):
     labels = (tiny_run / "labels.txt").read_text().split()
     for v in report.variants:
         data = v.path.read_bytes()
-        meta = read_metadata(data)
+        described = read_model_metadata(data)
+        meta = described.document
+        assert described.origin == "standard+edgevision" and list(described.labels) == labels
         assert meta["format"] == METADATA_FORMAT and meta["task"] == "image_classification"
-        assert meta["labels"] == labels
-        assert PreprocessConfig.from_dict(meta["preprocess"]) == PreprocessConfig.load(tiny_run / "preprocess.json")
+        trained = PreprocessConfig.load(tiny_run / "preprocess.json")
+        # The default interface takes the pixels and normalises inside the graph, as the metadata says.
+        assert described.preprocess(trained.input_size) == replace(trained, mean=(0.0,) * 3, std=(1.0,) * 3)
+        assert meta["normalization_in_graph"] == {"mean": list(trained.mean), "std": list(trained.std)}
         assert meta["quantization"] == v.quant
         assert ("bias_correction" in meta) == (v.quant in ("int8", "int16x8"))  # only where weights are int8
         if "bias_correction" in meta:  # the model card says where the correction went from this field
@@ -105,7 +112,7 @@ def test_metadata_round_trip(all_report, tiny_run):
         assert meta["source"]["kind"] == "run" and len(meta["source"]["sha256"]) == 64
         assert meta["metrics"]["accuracy"] == pytest.approx(v.evaluation.accuracy)
         assert meta["producer"]["tensorflow"]
-        assert associated_files(data)["labels.txt"].decode().split() == labels
+        assert read_associated_file(data, "labels.txt").decode().split() == labels
         # The appended zip is an ordinary archive for third-party tools too.
         with zipfile.ZipFile(v.path) as z:
             assert z.read("labels.txt").decode().split() == labels
@@ -128,7 +135,7 @@ def test_report_json(all_report):
     assert "int16x8" in table and "accuracy" in table
 
 
-@pytest.mark.parametrize("io, dtype", [("uint8", np.uint8), ("float32", np.float32)])
+@pytest.mark.parametrize("io, dtype", [("uint8", np.uint8), ("int8", np.int8), ("float32", np.float32)])
 def test_int8_io_types(tiny_run, tmp_path, io, dtype):
     out = tmp_path / f"m-{io}.tflite"
     result = convert_model(tiny_run, "int8", out, options=ConvertOptions(io=io, evaluate=True, eval_samples=12))
@@ -240,7 +247,7 @@ def test_saved_model_source(tiny_run, tmp_path):
 
 def test_split_parts_decode_exactly_the_images_of_the_full_reload(tiny_run):
     from edgevision.train.data import reload_split
-    from edgevision.train.split_parts import reload_split_parts
+    from edgevision.train.data import reload_split_parts
 
     full = reload_split(tiny_run)  # the tiny run's folder has two corrupt files: positions must still line up
     train, val = reload_split_parts(tiny_run)

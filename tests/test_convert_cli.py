@@ -102,7 +102,7 @@ def test_calibration_errors(tiny_run, tmp_path):
 
 def test_usage_errors(tiny_run, tmp_path):
     assert_one_line_error(run_cli("convert", tiny_run, "--all", "-q"), "--out-dir", code=2)
-    assert_one_line_error(run_cli("convert", tiny_run, "--quant", "float16", "--io", "uint8", "-q"), "--io", code=2)
+    assert_one_line_error(run_cli("convert", tiny_run, "--quant", "float16", "--io", "int8", "-q"), "--io", code=2)
     assert_one_line_error(run_cli("convert", tiny_run, "--quant", "dynamic", "--qat-epochs", "1", "-q"), "int8", code=2)
     assert_one_line_error(run_cli("convert", tiny_run, "--prune", "1.5", "-q"), "sparsity", code=2)
     assert_one_line_error(run_cli("convert", tiny_run, "--out", tmp_path / "m.onnx", "-q"), ".tflite", code=2)

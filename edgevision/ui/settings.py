@@ -130,24 +130,11 @@ def discover_models(settings: UiSettings) -> Tuple[List[ModelEntry], List[str]]:
                     name=path.stem,
                     origin="folder",
                     path=path,
-                    labels_path=labels_beside(path),
+                    labels_path=None,  # the Classifier finds a labels file beside the model
                     bytes=_size(path),
                 )
             )
     return entries, warnings
-
-
-#: Per-model label files looked for beside a model in a models folder, so one folder can hold several
-#: third-party models; without one, the classifier uses the labels in the model (or a shared labels.txt).
-LABELS_BESIDE = ("{stem}_labels.txt", "{stem}.labels.txt", "{stem}.txt")
-
-
-def labels_beside(model: Path) -> Optional[Path]:
-    for pattern in LABELS_BESIDE:
-        candidate = model.with_name(pattern.format(stem=model.stem))
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def _size(path: Path) -> int:
