@@ -31,6 +31,8 @@ class BundledModel:
     accuracy: Optional[float]
     optimizations: tuple = ()  # e.g. ("qat",): what was done to the model before conversion
     tta: Optional[str] = None  # test-time augmentation inside the graph ("flip": 2 views per invoke)
+    input_type: Optional[str] = None  # "uint8": raw RGB pixels, what MediaPipe and the Task Library feed
+    metadata: str = "standard"  # "standard": TFLITE_METADATA that third-party readers understand
 
     def build(self) -> str:
         return build_label(self.optimizations, self.tta) or "-"
@@ -67,7 +69,7 @@ def resolve_model(ref) -> Path:
 
 
 def list_bundled() -> List[BundledModel]:
-    from edgevision.edge_runtime.metadata import read_metadata
+    from edgevision.edge_runtime.model_metadata import read_model_metadata
 
     out = []
     for name, filename in BUNDLED.items():
@@ -75,19 +77,14 @@ def list_bundled() -> List[BundledModel]:
         if not path.is_file():
             continue
         data = path.read_bytes()
-        meta = read_metadata(data) or {}
-        pre = meta.get("preprocess") or {}
+        meta = read_model_metadata(data)
         out.append(
             BundledModel(
-                name=name,
-                path=path,
-                bytes=len(data),
-                quantization=meta.get("quantization"),
-                input_size=tuple(pre["input_size"]) if "input_size" in pre else None,
-                num_classes=len(meta["labels"]) if isinstance(meta.get("labels"), list) else None,
-                accuracy=(meta.get("metrics") or {}).get("accuracy"),
-                optimizations=tuple(meta.get("optimizations") or ()),
-                tta=(meta.get("test_time_augmentation") or {}).get("mode"),
+                name=name, path=path, bytes=len(data), quantization=meta.quantization, input_size=meta.input_size,
+                num_classes=len(meta.labels) if meta.labels else None, accuracy=meta.metrics.get("accuracy"),
+                optimizations=meta.optimizations, tta=meta.tta,
+                input_type=(meta.document.get("io") or {}).get("input"),
+                metadata="standard" if meta.origin.startswith("standard") else "edgevision only",
             )
         )
     return out
@@ -111,9 +108,12 @@ def models_command(as_json: bool) -> None:
     if not models:
         click.echo("no bundled models in this installation")
         return
-    click.echo(f"{'name':<22}{'quant':<8}{'build':<10}{'input':<10}{'classes':>8}{'size':>10}{'accuracy':>10}  path")
+    click.echo(f"{'name':<22}{'quant':<8}{'build':<10}{'input':<16}{'classes':>8}{'size':>10}{'accuracy':>10}"
+               f"  {'metadata':<10}path")
     for m in models:
         size = f"{m.bytes / 1024:.0f} KB"
         acc = f"{m.accuracy * 100:.2f}%" if m.accuracy is not None else "-"
         inp = "x".join(map(str, m.input_size)) if m.input_size else "-"
-        click.echo(f"{m.name:<22}{m.quantization or '-':<8}{m.build():<10}{inp:<10}{m.num_classes or '-':>8}{size:>10}{acc:>10}  {m.path}")
+        inp += f" {m.input_type}" if m.input_type else ""
+        click.echo(f"{m.name:<22}{m.quantization or '-':<8}{m.build():<10}{inp:<16}{m.num_classes or '-':>8}{size:>10}"
+                   f"{acc:>10}  {m.metadata:<10}{m.path}")
