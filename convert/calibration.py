@@ -95,7 +95,7 @@ _PARTS: dict = {}
 
 def _run_parts(run):
     """The run's (training, validation) parts, probed once per process (QAT and calibration both need them)."""
-    from edgevision.train.split_parts import reload_split_parts
+    from edgevision.train.data import reload_split_parts
 
     key = str(Path(run.path).resolve())
     if key not in _PARTS:
@@ -117,4 +117,4 @@ def run_split(run, which: str, limit: Optional[int] = None, seed: int = 0) -> Im
     except EdgeVisionError as e:
         raise DataError(f"cannot reload the data of run {run.path} ({e})") from e
     # Files the training scan skipped were reported when the run was trained: no second warning here.
-    return ImageSet(pixels, part.labels[index], f"the {which} split of run {run.path} ({run.settings.get('data')})")
+    return ImageSet(pixels, part.labels[index], f"the {which} split of run {run.path} ({run.command.get('data')})")

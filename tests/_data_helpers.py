@@ -101,3 +101,30 @@ def run_main(*args, env: dict = None) -> subprocess.CompletedProcess:
 
 def python_cmd(*args) -> list:
     return [sys.executable, "-m", "edgevision.cli", *map(str, args)]
+
+
+def make_split_folders(root: Path) -> Dict[str, Path]:
+    """The folders the split-compatibility test draws splits from (tests/split_before_issue18.json).
+
+    Uneven classes, so rounding of the per-class fraction matters, and two undecodable files among "bee", so
+    the split must be drawn over the readable files only; plus a separate validation folder.
+    """
+    data, val = root / "data", root / "val"
+    for label, (name, count) in enumerate((("ant", 9), ("bee", 6), ("cow", 13))):
+        for i in range(count):
+            write_image(data / name / f"{i:02d}{_FORMATS[i % len(_FORMATS)]}", synthetic_image(label, i, (20, 24)))
+    add_odd_files(data, "bee")
+    make_image_folder(val, ("ant", "bee", "cow"), per_class=3, size=(20, 24), seed=5)
+    return {"data": data, "val": val}
+
+
+def write_run_dir(path: Path, run_json: dict, classes: Sequence[str], preprocess) -> Path:
+    """A run directory as far as reading its split needs: run.json, labels, preprocessing (no real model)."""
+    import json
+
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "run.json").write_text(json.dumps(run_json))
+    (path / "labels.txt").write_text("\n".join(classes) + "\n")
+    preprocess.save(path / "preprocess.json")
+    (path / "model.keras").write_bytes(b"not read: only the split is")
+    return path

@@ -135,6 +135,10 @@ def test_cnn_run_directory_has_every_file(cnn_runs):
     # What the defaults resolved to is recorded, not just the None that was typed.
     assert run["weight_decay"] == 5e-3 and run["label_smoothing"] == 0.2
     assert run["augmentation"] == {"flip": True, "pad": 4, "cutout": 8}
+    # The split is recorded once, with the absolute data path: no flat copies of its inputs beside "settings".
+    assert not {"data", "val_split", "val_data", "seed", "limit_per_class"} & set(run)
+    assert run["data_source"] == {"kind": "folder", "path": str((ref.parent / "data").resolve()), "seed": 1,
+                                  "val": {"kind": "split", "fraction": 0.2}}
     report = json.loads((ref / "report.json").read_text())
     assert set(report["per_class"]) == set(CLASSES) and report["n"] == run["num_val"]
     assert {"precision", "recall", "f1", "support"} <= set(report["per_class"]["cat"])

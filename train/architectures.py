@@ -22,26 +22,25 @@ MOBILENET_SIZES = (96, 224)  # the input sizes MobileNetV2's ImageNet weights ar
 @dataclass(frozen=True)
 class CNNConfig:
     """A residual CNN in the shape of the fast CIFAR-10 "ResNet-9" (Page, DAWNBench 2018), cut to fit a
-    microcontroller-class budget: ~1.33 M parameters instead of 6.5 M.
+    microcontroller-class budget of 1.5 M parameters (ResNet-9 has several times that).
 
     A stem, then one stage per width: conv -> batch norm -> ReLU -> max-pool, followed in the `residual`
     stages by two more convs whose output is added back. Global max pooling and one dense layer. The convs
     run before each pool at the higher resolution, and the parameter-heavy residual pair of the last stage
-    runs at 4x4, so the compute (~180 MFLOP per image) is that of the plain VGG-style net it replaced.
+    runs at 4x4, so the compute is about that of the plain VGG-style net it replaced.
     Conv -> BN -> ReLU is the order TFLite fuses into one int8 kernel; a residual add is one more int8 op.
     The last width is 224 rather than 256 to stay under 1.5 M parameters.
 
-    Measured on CIFAR-10 (5,000-image validation split, this 2-core CPU, ~105 s per epoch at batch 512), 30
-    epochs: 90.04 % in 53 min with seed 0 and 91.32 % in 57 min with seed 1 (each seed draws its own split).
-    The plain VGG-style net before it (1.17 M parameters) reached 89.66 % after 35 epochs in 77 min.
+    How it scores, and against that VGG-style net: the README's model notes and the model card
+    (edgevision/models/cifar10-cnn.md), which benchmarks/reproduce_bundled_models.sh regenerates.
     """
 
     stem_width: int = 32
     widths: Tuple[int, ...] = (64, 128, 224)
     residual: Tuple[bool, ...] = (True, False, True)
     dropout: float = 0.0
-    # A fixed multiplier on the logits while training (ResNet-9's 1/8). Without it the first epoch ended at
-    # 17 % training accuracy with a loss of 3.8, above the ln 10 of guessing; with it, 37 % and 1.97. It only
+    # A fixed multiplier on the logits while training (ResNet-9's 1/8). Without it the first epoch learned far
+    # less, its loss ending above that of guessing (SGD's first steps grow the logits too fast). It only
     # changes how SGD sees the head, so `fold_logit_scale` moves it into the dense layer for the saved model
     # (a Rescaling layer is something tfmot's pruning and QAT cannot wrap). None: no multiplier.
     logit_scale: Optional[float] = 0.125

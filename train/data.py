@@ -1,9 +1,16 @@
-"""Training data: CIFAR-10 through Keras, or any class-per-subfolder image folder.
+"""Training data: CIFAR-10 through Keras, or any class-per-subfolder image folder, split once.
 
 Images are decoded once (OpenCV, every core), prepared with the runtime's own `prepare_pixels` (so training
 sees exactly what the device will), and cached in memory as uint8 at the model's input size. Batches are
 normalised with the runtime's `normalize` and augmented in numpy; the random state is a pure function of
 (seed, epoch, batch), so a resumed run sees the same batches as an uninterrupted one.
+
+The train/validation split is drawn in one place, `draw_split`, from a `SplitSpec`, which run.json records
+once (as "data_source"). Training draws it with every image in memory. Conversion redraws it from that record
+with `lazy=True`: the folder is probed once (decoded and dropped, to learn which files are readable, since the
+split is drawn over the readable ones) and only the images asked for are decoded at full size, because
+calibration and QAT need a few thousand images of a split that, at MobileNetV2's input size, can be larger
+than a laptop's memory.
 """
 
 from __future__ import annotations
@@ -11,13 +18,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgevision.edge_runtime.datasets import decode_folder, scan_image_folder
+from edgevision.edge_runtime.datasets import ImageFolder, decode_folder, scan_image_folder
 from edgevision.edge_runtime.preprocess import PreprocessConfig, normalize, prepare_pixels
 from edgevision.errors import DataError, UsageError, first_line
 
@@ -25,6 +32,9 @@ log = logging.getLogger(__name__)
 
 CIFAR10 = "cifar10"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_KIND = "keras.datasets.cifar10"  # the record's name for it: where the images come from
+
+_READABLE = np.zeros(1, dtype=np.uint8)  # what a lazy split's probe keeps of an image: only that it decoded
 
 
 @dataclass(frozen=True)
@@ -36,17 +46,103 @@ class Augmentation:
     cutout: int = 0  # side of a random square blanked out (in pixels); 0 disables
 
 
-@dataclass
-class SplitData:
-    """uint8 pixels in the model's colour order at its input size, with integer labels."""
+# --- the split -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SplitSpec:
+    """Everything a train/validation split depends on: the same spec draws the same halves."""
 
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
+    data: str  # CIFAR10, or an image folder (as typed; `record` makes it absolute)
+    val_data: Optional[str] = None  # a folder that is the validation half; None: carve it out of `data`
+    val_fraction: float = 0.1
+    seed: int = 0  # draws the split, and the subset `limit_per_class` keeps
+    limit_per_class: Optional[int] = None
+
+    def record(self) -> dict:
+        """run.json's "data_source": absolute paths, so the split can be redrawn from any working directory."""
+        where = {"kind": CIFAR10_KIND} if self.data == CIFAR10 else {"kind": "folder", "path": _absolute(self.data)}
+        val = ({"kind": "folder", "path": _absolute(self.val_data)} if self.val_data
+               else {"kind": "split", "fraction": self.val_fraction})
+        limit = {"limit_per_class": self.limit_per_class} if self.limit_per_class else {}
+        return {**where, "seed": self.seed, "val": val, **limit}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "SplitSpec":
+        val = record.get("val") or {}
+        return cls(
+            data=CIFAR10 if record.get("kind") == CIFAR10_KIND else record["path"],
+            val_data=val.get("path") if val.get("kind") == "folder" else None,
+            val_fraction=val.get("fraction", 0.1),
+            seed=record["seed"],
+            limit_per_class=record.get("limit_per_class"),
+        )
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).expanduser().resolve())
+
+
+@dataclass(frozen=True)
+class SplitPart:
+    """One half of a split: labels now, pixels (uint8, model colour order and size) by position."""
+
+    which: str  # "training" or "validation"
+    labels: np.ndarray
+    decode: Callable[[Optional[np.ndarray]], np.ndarray]  # positions in this part (None: all) -> their pixels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def pixels(self, index: np.ndarray) -> np.ndarray:
+        return self.decode(np.asarray(index, dtype=np.int64))
+
+    def all_pixels(self) -> np.ndarray:
+        """Every image of the part; no copy when it is the whole of an in-memory pool."""
+        return self.decode(None)
+
+
+@dataclass(frozen=True)
+class Split:
+    train: SplitPart
+    val: SplitPart
     classes: Tuple[str, ...]
-    source: dict  # how to get the same data again: recorded in run.json
-    skipped: List[str]
+    skipped: List[str] = field(default_factory=list)  # one warning line per folder with undecodable files
+
+
+@dataclass(frozen=True)
+class ImagePool:
+    """The images of one source (after `limit_per_class`): labels, and pixels by position (None: all)."""
+
+    labels: np.ndarray
+    classes: Tuple[str, ...]
+    load: Callable[[Optional[np.ndarray]], np.ndarray]
+    skipped: Optional[str] = None
+
+
+def draw_split(spec: SplitSpec, preprocess: PreprocessConfig, lazy: bool = False) -> Split:
+    """The split of `spec`'s images, prepared for the model: in memory, or with `lazy` decoded on demand."""
+    if spec.data == CIFAR10:
+        x, y, _, _ = load_cifar10_arrays()
+        pool = array_pool(x, y, CIFAR10_CLASSES, spec, preprocess, lazy)
+    else:
+        pool = _folder_pool(spec.data, preprocess, lazy, limit=spec.limit_per_class, seed=spec.seed)
+    return split_pool(pool, spec, preprocess, lazy)
+
+
+def split_pool(pool: ImagePool, spec: SplitSpec, preprocess: PreprocessConfig, lazy: bool) -> Split:
+    """`pool` (the images of `spec.data`) cut in two, or paired with the folder `spec.val_data`."""
+    if spec.val_data:
+        val = _folder_pool(spec.val_data, preprocess, lazy, classes=pool.classes)
+        parts = SplitPart("training", pool.labels, pool.load), SplitPart("validation", val.labels, val.load)
+        return Split(*parts, pool.classes, [s for s in (pool.skipped, val.skipped) if s])
+    train_idx, val_idx = stratified_split(pool.labels, spec.val_fraction, spec.seed)
+    if len(val_idx) == 0:
+        raise DataError("the validation split is empty: add images or pass --val-data DIR")
+    parts = _part("training", pool, train_idx), _part("validation", pool, val_idx)
+    return Split(*parts, pool.classes, [pool.skipped] if pool.skipped else [])
+
+
+def _part(which: str, pool: ImagePool, index: np.ndarray) -> SplitPart:
+    return SplitPart(which, pool.labels[index], lambda i: pool.load(index if i is None else index[i]))
 
 
 def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -64,6 +160,13 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> Tupl
     return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
 
 
+def _limit_indices(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)]
+    return np.sort(np.concatenate(keep))
+
+
+# --- where the images come from --------------------------------------------------------------------------
 CIFAR10_HOST = "www.cs.toronto.edu"
 CIFAR10_CACHE_NAME = "cifar-10-batches-py-target"  # the folder keras.datasets.cifar10 caches it in
 
@@ -101,51 +204,46 @@ def _prepare_array(x_rgb: np.ndarray, preprocess: PreprocessConfig) -> np.ndarra
     return np.stack([prepare_pixels(img, preprocess, source_order="RGB") for img in x_rgb])
 
 
-def load_split(
-    data: str,
-    preprocess: PreprocessConfig,
-    val_split: float = 0.1,
-    seed: int = 0,
-    val_data: Optional[str] = None,
-    limit_per_class: Optional[int] = None,
-) -> SplitData:
-    """Load training data and carve (or load) the validation set, all prepared for the model."""
+def array_pool(x: np.ndarray, y: np.ndarray, classes: Sequence[str], spec: SplitSpec,
+                preprocess: PreprocessConfig, lazy: bool) -> ImagePool:
+    """Images already in memory (CIFAR-10's 32x32 arrays are small): lazily, only their resizing is put off."""
+    if spec.limit_per_class:
+        keep = _limit_indices(y, spec.limit_per_class, spec.seed)
+        x, y = x[keep], y[keep]
+    if lazy:
+        return ImagePool(y, tuple(classes), lambda i: _prepare_array(x if i is None else x[i], preprocess))
+    x = _prepare_array(x, preprocess)
+    return ImagePool(y, tuple(classes), lambda i: x if i is None else x[i])
+
+
+def _folder_pool(path: str, preprocess: PreprocessConfig, lazy: bool, classes: Optional[Sequence[str]] = None,
+                 limit: Optional[int] = None, seed: int = 0) -> ImagePool:
+    """A folder's readable images. `classes` given: a validation folder, which may hold only some of them."""
+    folder = scan_image_folder(path, classes=classes)
+    indices = _limit_indices(folder.labels, limit, seed) if limit else None
     transform = decoded_image_transform(preprocess)
-    skipped: List[str] = []
-    if data == CIFAR10:
-        x, y, _, _ = load_cifar10_arrays()
-        if limit_per_class:
-            x, y = _limit(x, y, limit_per_class, seed)
-        x = _prepare_array(x, preprocess)
-        classes = CIFAR10_CLASSES
-        source = {"kind": "keras.datasets.cifar10"}
+    decoded = decode_folder(folder, (lambda image: _READABLE) if lazy else transform, indices)
+    if classes is None:
+        _check_every_class_decoded(decoded.labels, folder.classes, folder.root)
+    if lazy:
+        load = _file_loader(folder, tuple(decoded.files), decoded.labels, transform)
     else:
-        folder = scan_image_folder(data)
-        indices = None
-        if limit_per_class:
-            indices = _limit_indices(folder.labels, limit_per_class, seed)
-        decoded = decode_folder(folder, transform, indices)
-        if decoded.skipped:
-            skipped.append(decoded.skipped_summary())
-        x, y, classes = decoded.pixels, decoded.labels, folder.classes
-        _check_every_class_decoded(y, classes, folder.root)
-        source = {"kind": "folder", "path": str(Path(data).resolve())}
-    if val_data:
-        val_folder = scan_image_folder(val_data, classes=classes)
-        decoded_val = decode_folder(val_folder, transform)
-        if decoded_val.skipped:
-            skipped.append(decoded_val.skipped_summary())
-        x_train, y_train, x_val, y_val = x, y, decoded_val.pixels, decoded_val.labels
-        source["val"] = {"kind": "folder", "path": str(Path(val_data).resolve())}
-    else:
-        train_idx, val_idx = stratified_split(y, val_split, seed)
-        if len(val_idx) == 0:
-            raise DataError("the validation split is empty: add images or pass --val-data DIR")
-        x_train, y_train, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
-        source["val"] = {"kind": "split", "fraction": val_split, "seed": seed}
-    if limit_per_class:
-        source["limit_per_class"] = limit_per_class
-    return SplitData(x_train, y_train, x_val, y_val, tuple(classes), source, skipped)
+        pixels = decoded.pixels
+        load = lambda i: pixels if i is None else pixels[i]  # noqa: E731
+    return ImagePool(decoded.labels, folder.classes, load, decoded.skipped_summary())
+
+
+def _file_loader(folder: ImageFolder, files: Tuple[Path, ...], labels: np.ndarray, transform):
+    def load(index: Optional[np.ndarray]) -> np.ndarray:
+        index = np.arange(len(files)) if index is None else index
+        subset = ImageFolder(folder.root, folder.classes, tuple(files[i] for i in index), labels[index])
+        decoded = decode_folder(subset, transform)
+        if len(decoded.pixels) != len(index):  # a file changed since the probe: the positions no longer hold
+            raise DataError(f"{len(index) - len(decoded.pixels)} image(s) in {folder.root} became unreadable "
+                            f"while loading them: {decoded.skipped_summary()}")
+        return decoded.pixels
+
+    return load
 
 
 def _check_every_class_decoded(y: np.ndarray, classes: Sequence[str], root: Path) -> None:
@@ -158,58 +256,85 @@ def _check_every_class_decoded(y: np.ndarray, classes: Sequence[str], root: Path
         )
 
 
-def _limit_indices(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    keep = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)]
-    return np.sort(np.concatenate(keep))
+def decoded_image_transform(preprocess: PreprocessConfig):
+    """OpenCV-decoded (BGR) image -> the model's uint8 pixels, as the runtime prepares them."""
+    return lambda image: prepare_pixels(image, preprocess, source_order="BGR")
 
 
-def _limit(x, y, per_class, seed):
-    idx = _limit_indices(y, per_class, seed)
-    return x[idx], y[idx]
+# --- the split as training and conversion use it ---------------------------------------------------------
+@dataclass
+class SplitData:
+    """uint8 pixels in the model's colour order at its input size, with integer labels."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    classes: Tuple[str, ...]
+    source: dict  # how to get the same data again: recorded in run.json
+    skipped: List[str]
 
 
-def recorded_data(run):
-    """(RunInfo, data, val_data) of a run directory or RunInfo: where its images were, as run.json recorded.
+def load_split(
+    data: str,
+    preprocess: PreprocessConfig,
+    val_split: float = 0.1,
+    seed: int = 0,
+    val_data: Optional[str] = None,
+    limit_per_class: Optional[int] = None,
+) -> SplitData:
+    """Load training data and carve (or load) the validation set, all prepared for the model."""
+    spec = SplitSpec(data, val_data, val_split, seed, limit_per_class)
+    return _in_memory(draw_split(spec, preprocess), spec)
 
-    The recorded absolute paths win over the paths as typed (relative to where training ran), so a split can
-    be rebuilt from any working directory."""
+
+def _in_memory(split: Split, spec: SplitSpec) -> SplitData:
+    return SplitData(split.train.all_pixels(), split.train.labels, split.val.all_pixels(), split.val.labels,
+                     split.classes, spec.record(), split.skipped)
+
+
+def recorded_split(run):
+    """(RunInfo, SplitSpec) of a run directory or RunInfo: the split as run.json recorded it."""
     from edgevision.train.run_dir import RunInfo, load_run
 
     info = run if isinstance(run, RunInfo) else load_run(run)
-    settings = info.settings
-    data = settings.get("data")
-    if not data:
+    source = info.settings.get("data_source") or {}
+    if "seed" in source:
+        return info, SplitSpec.from_record(source)
+    return info, _spec_before_issue18(info)
+
+
+def _spec_before_issue18(info) -> SplitSpec:
+    """run.json files written before the split was recorded once: its inputs as flat top-level copies of the
+    settings (the paths as typed, relative to where training ran) and the absolute paths in "data_source"."""
+    flat = info.settings
+    if not flat.get("data"):
         raise DataError(f"{info.path}/run.json does not record the training data; pass the images explicitly")
-    source = settings.get("data_source") or {}
-    if source.get("kind") == "folder" and source.get("path"):
-        data = source["path"]
-    val_data = settings.get("val_data")
-    val_source = source.get("val") or {}
-    if val_data and val_source.get("kind") == "folder" and val_source.get("path"):
-        val_data = val_source["path"]
-    return info, data, val_data
+    source = flat.get("data_source") or {}
+    data = source["path"] if source.get("kind") == "folder" and source.get("path") else flat["data"]
+    val_data = flat.get("val_data") and ((source.get("val") or {}).get("path") or flat["val_data"])
+    return SplitSpec(data, val_data, flat.get("val_split", 0.1), flat.get("seed", 0), flat.get("limit_per_class"))
 
 
 def reload_split(run) -> SplitData:
     """A run's training and validation data, recomputed exactly as `edgevision train` made it.
 
-    `run` is a run directory or a RunInfo. The split is rebuilt from what run.json recorded (the absolute
-    data paths, the fraction and the seed), so the validation half is exactly the one the model never
-    trained on, whatever the current working directory. (To load only part of it, see split_parts.py.)
+    `run` is a run directory or a RunInfo. The split is redrawn from run.json's record (absolute data paths,
+    fraction and seed), so the validation half is exactly the one the model never trained on, whatever the
+    current working directory.
     """
-    info, data, val_data = recorded_data(run)
-    settings = info.settings
-    split = load_split(
-        data,
-        info.preprocess,
-        val_split=settings.get("val_split", 0.1),
-        seed=settings.get("seed", 0),
-        val_data=val_data,
-        limit_per_class=settings.get("limit_per_class"),
-    )
+    info, spec = recorded_split(run)
+    split = draw_split(spec, info.preprocess)
     check_run_classes(split.classes, info)
-    return split
+    return _in_memory(split, spec)
+
+
+def reload_split_parts(run) -> Tuple[SplitPart, SplitPart]:
+    """(training, validation) parts of a run's split, as `reload_split` gives them, decoded only on demand."""
+    info, spec = recorded_split(run)
+    split = draw_split(spec, info.preprocess, lazy=True)
+    check_run_classes(split.classes, info)
+    return split.train, split.val
 
 
 def check_run_classes(classes: Sequence[str], info) -> None:
@@ -221,22 +346,16 @@ def check_run_classes(classes: Sequence[str], info) -> None:
         )
 
 
-def decoded_image_transform(preprocess: PreprocessConfig):
-    """OpenCV-decoded (BGR) image -> the model's uint8 pixels, as the runtime prepares them."""
-    return lambda image: prepare_pixels(image, preprocess, source_order="BGR")
-
-
 def validation_arrays(run) -> Tuple[np.ndarray, np.ndarray]:
     """The validation images of a run (uint8, model colour order, input size) and labels, as in training.
 
-    Only the validation half is kept at the input size (split_parts.py): for MobileNetV2 at 160 px the
-    training half alone would be 3.5 GB of pixels that the caller never sees."""
-    from edgevision.train.split_parts import reload_split_parts
-
+    Lazily drawn, so that only the validation half is ever held at the input size: for MobileNetV2 the
+    training half would be several GB of pixels that the caller never sees."""
     _, val = reload_split_parts(run)
-    return val.pixels(np.arange(len(val))), val.labels
+    return val.all_pixels(), val.labels
 
 
+# --- batches ----------------------------------------------------------------------------------------------
 def loader_threads() -> int:
     """Threads preparing batches: 1 (in the training loop itself) on small CPUs, where the model already uses
     every core; several on a workstation feeding a GPU, which otherwise waits on numpy between steps.
@@ -245,10 +364,55 @@ def loader_threads() -> int:
     return 1 if cores <= 4 else min(8, cores // 2)
 
 
-def _keras_pydataset():
-    import keras
+class BatchPlan:
+    """The batches of one epoch, in numpy: a pure function of (seed, epoch, index), whatever asks for them."""
 
-    return keras.utils.PyDataset
+    def __init__(self, x: np.ndarray, targets: np.ndarray, preprocess: PreprocessConfig, batch_size: int,
+                 seed: int, augment: Optional[Augmentation] = None, shuffle: bool = True):
+        self.x, self.targets, self.preprocess = x, targets, preprocess
+        self.batch_size, self.seed, self.augment, self.shuffle = batch_size, seed, augment, shuffle
+        # Cutout fills with the normalisation mean, so a blanked square becomes zero after normalize():
+        # "no information" to the network, not a black patch with its own statistics.
+        self.blank = np.clip(np.rint(preprocess.mean), 0, 255).astype(x.dtype)
+        p = augment.pad if augment else 0
+        self.padded = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect") if p else None
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        shuffled = np.random.default_rng([self.seed, epoch]).permutation(len(self.x)) if self.shuffle else None
+        self.order = np.arange(len(self.x)) if shuffled is None else shuffled
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def batch(self, i: int) -> Tuple[np.ndarray, np.ndarray]:
+        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+        pixels = self._augmented(idx, np.random.default_rng([self.seed, self.epoch, i])) if self.augment else self.x[idx]
+        return normalize(pixels, self.preprocess), self.targets[idx]
+
+    def _augmented(self, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        # The draws happen in a fixed order (crop, flip, cutout): changing it would change every batch.
+        batch = self._cropped(idx, rng) if self.augment.pad else self.x[idx].copy()
+        if self.augment.flip:
+            flip = rng.random(len(idx)) < 0.5
+            batch[flip] = batch[flip, :, ::-1]
+        if self.augment.cutout:
+            self._cut_out(batch, rng)
+        return batch
+
+    def _cropped(self, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        h, w = self.x.shape[1:3]
+        dy, dx = rng.integers(0, 2 * self.augment.pad + 1, size=(2, len(idx)))
+        return np.stack([self.padded[j, a : a + h, b : b + w] for j, a, b in zip(idx, dy, dx)])
+
+    def _cut_out(self, batch: np.ndarray, rng: np.random.Generator) -> None:
+        n, h, w = batch.shape[:3]
+        half = self.augment.cutout // 2
+        cy, cx = rng.integers(0, h, n), rng.integers(0, w, n)
+        for k in range(n):
+            top, left = max(0, cy[k] - half), max(0, cx[k] - half)
+            batch[k, top : cy[k] + half, left : cx[k] + half] = self.blank
 
 
 def make_batches(
@@ -266,63 +430,29 @@ def make_batches(
     Targets are one-hot float32 when `num_classes` is given (label smoothing needs them), else integers.
     """
     targets = np.eye(num_classes, dtype=np.float32)[y] if num_classes else y
-    PyDataset = _keras_pydataset()
+    return _keras_batches(BatchPlan(x, targets, preprocess, batch_size, seed, augment, shuffle))
 
-    class Batches(PyDataset):
+
+def _keras_batches(plan: BatchPlan):
+    """The plan as Keras reads it; Keras is imported only here, so this module loads without it."""
+    import keras
+
+    class Batches(keras.utils.PyDataset):
         def __init__(self):
             super().__init__(workers=loader_threads(), use_multiprocessing=False)
-            self.epoch = 0
-            self._order = self._permutation()
-            # Cutout fills with the normalisation mean, so a blanked square becomes zero after normalize():
-            # "no information" to the network, not a black patch with its own statistics.
-            self._blank = np.clip(np.rint(preprocess.mean), 0, 255).astype(x.dtype)
-            if augment and augment.pad:
-                p = augment.pad
-                self._padded = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect")
-
-        def _permutation(self):
-            if not shuffle:
-                return np.arange(len(x))
-            return np.random.default_rng([seed, self.epoch]).permutation(len(x))
+            self.plan = plan
 
         def set_epoch(self, epoch: int):
-            self.epoch = epoch
-            self._order = self._permutation()
+            plan.set_epoch(epoch)
 
         def __len__(self):
-            return math.ceil(len(x) / batch_size)
+            return len(plan)
 
         def __getitem__(self, i):
-            idx = self._order[i * batch_size : (i + 1) * batch_size]
-            if augment:
-                rng = np.random.default_rng([seed, self.epoch, i])
-                batch = self._augment(idx, rng)
-            else:
-                batch = x[idx]
-            return normalize(batch, preprocess), targets[idx]
-
-        def _augment(self, idx, rng):
-            n = len(idx)
-            h, w = x.shape[1:3]
-            if augment.pad:
-                p = augment.pad
-                dy, dx = rng.integers(0, 2 * p + 1, size=(2, n))
-                batch = np.stack([self._padded[j, a : a + h, b : b + w] for j, a, b in zip(idx, dy, dx)])
-            else:
-                batch = x[idx].copy()
-            if augment.flip:
-                flip = rng.random(n) < 0.5
-                batch[flip] = batch[flip, :, ::-1]
-            if augment.cutout:
-                c = augment.cutout
-                cy, cx = rng.integers(0, h, n), rng.integers(0, w, n)
-                for k in range(n):
-                    top, left = max(0, cy[k] - c // 2), max(0, cx[k] - c // 2)
-                    batch[k, top : cy[k] + c // 2, left : cx[k] + c // 2] = self._blank
-            return batch
+            return plan.batch(i)
 
         def on_epoch_end(self):
-            self.set_epoch(self.epoch + 1)
+            plan.set_epoch(plan.epoch + 1)
 
     return Batches()
 

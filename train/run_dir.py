@@ -32,6 +32,12 @@ class RunInfo:
     preprocess: PreprocessConfig
     settings: dict  # run.json (the resolved command settings, data source, status, results)
 
+    @property
+    def command(self) -> dict:
+        """The settings `edgevision train` ran with: run.json's "settings" (files written by other tools, such
+        as the tests' hand-made runs, keep them at the top level instead)."""
+        return self.settings.get("settings", self.settings)
+
 
 def is_run_dir(path) -> bool:
     path = Path(path)

@@ -25,9 +25,10 @@ from typing import Callable, List, Optional
 import numpy as np
 
 from edgevision import __version__, atomic
-from edgevision.edge_runtime.preprocess import PreprocessConfig, normalize
+from edgevision.edge_runtime.preprocess import PreprocessConfig
 from edgevision.errors import ModelError, UsageError
 from edgevision.train import run_dir as rd
+from edgevision.train.data import Augmentation, SplitData, channel_stats, load_split, make_batches
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,8 @@ _RESUME_IGNORED = {"out", "resume", "verbose"}
 #: CIFAR-10 schedules use) and 40 px on MobileNetV2's default 160 px input (the same patch of the upsampled image).
 CUTOUT_FRACTION = 4
 
-#: Default decoupled weight decay per architecture (AdamW takes 1/100 of it, see `_compile`). MobileNetV2 at
-#: 0.05: 92.36 % vs 91.98 % validation at 0.005 (12 epochs, 160 px, cutout 40; JAX on an H100).
+#: Default decoupled weight decay per architecture (AdamW takes 1/100 of it, see `_compile`). MobileNetV2's is
+#: ten times the CNN's: in a 12-epoch sweep at 160 px it validated better at 0.05 than at 0.005.
 WEIGHT_DECAY = {"cnn": 5e-3, "mobilenetv2": 5e-2}
 
 #: Default label smoothing per architecture. The residual CNN uses ResNet-9's 0.2; MobileNetV2 keeps the 0.1 its
@@ -69,11 +70,11 @@ class TrainSettings:
     cutout: Optional[int] = None  # side of the cutout square in pixels; None: the architecture's default
     limit_per_class: Optional[int] = None
     # MobileNetV2 only
-    input_size: int = 160  # measured: 92.02 % at 160 vs 92.00 % at 224 px (12 epochs), at half the compute
+    input_size: int = 160  # as accurate as 224 px in a 12-epoch comparison, at about half the compute
     alpha: float = 1.0
     weights: Optional[str] = "imagenet"
     head_epochs: int = 2
-    fine_tune_layers: Optional[int] = None  # None: the whole base (12 epochs: 92.0 % vs 90.6 % for the top 100)
+    fine_tune_layers: Optional[int] = None  # None: the whole base, which beat fine-tuning its top 100 layers
     fine_tune_learning_rate: float = 3e-4
 
     def __post_init__(self):
@@ -114,10 +115,10 @@ class RunResult:
 
 
 def cutout_for(settings: TrainSettings, side: int) -> int:
-    """Cutout is on by default because both models overfit without it: the first (plain) CNN's 30-epoch run ended
-    at 97.6 % training vs 89.2 % validation accuracy, MobileNetV2's 12-epoch fine-tune at 98.5 % vs 92.0 %. With
-    it that CNN reached 89.66 % (35 epochs); MobileNetV2 stayed at 92.0 % after 12 epochs but with training
-    accuracy down to 96.9 %, which left room for longer runs (16 epochs: 92.80 %; 24, six seeds: 92.92 % mean)."""
+    """Cutout is on by default because both models overfit without it (training accuracy far above validation
+    accuracy). With it the CNN validated better, and MobileNetV2's training accuracy came down without costing
+    validation accuracy, which left room for the longer runs the shipped recipes use (the README's model notes
+    and the model cards have their results)."""
     if settings.cutout is not None:
         return settings.cutout
     return side // CUTOUT_FRACTION
@@ -181,7 +182,7 @@ def _save_checkpoint(out: Path, model, epoch: int, phase: str, history: List[dic
 # Keras' fit(shuffle=True) also shuffles the order of a PyDataset's batches each epoch, with Python's global
 # `random` (one random.shuffle per epoch, in py_dataset_adapter). Our batches are a pure function of
 # (seed, epoch, batch), but their order is not: a resumed process would draw a different order from the
-# seed than the uninterrupted one did at that epoch (measured: 4 % val_loss apart after 3 epochs). So the
+# seed than the uninterrupted one did at that epoch, and the two runs drift apart within a few epochs. So the
 # generator's state is saved with every checkpoint and put back just before a resumed fit().
 def _python_random_state() -> list:
     import random
@@ -200,13 +201,13 @@ def _restore_python_random_state(saved) -> None:
 
 def remove_stale_temporaries(out: Path) -> None:
     """Delete temporary files a kill -9 left mid-save (atomic_path's `.<name>.<random>` files): they are
-    never read, but a 14 MB one per interrupted MobileNetV2 save adds up."""
+    never read, but a whole model's worth per interrupted save adds up."""
     for folder, pattern in ((out / rd.CHECKPOINTS, ".epoch-*.keras.*"), (out, f".{rd.MODEL}.*")):
         for stale in folder.glob(pattern):
             stale.unlink(missing_ok=True)
 
 
-def _epoch_callback(out: Path, phase: Phase, history: List[dict], started: float, elapsed_before: float, batches):
+def _epoch_callback(out: Path, phase: Phase, history: List[dict], started: float, elapsed_before: float):
     import keras
 
     class EpochCheckpoint(keras.callbacks.Callback):
@@ -255,8 +256,8 @@ def _recompile_keeping_state(model, phase: Phase, settings: TrainSettings, steps
 
     A loaded checkpoint's optimizer is rebuilt from get_config(), which does not hold
     `exclude_from_weight_decay`: used as loaded, it decays batch-norm scales and biases after a resume, and
-    the resumed run drifts from the uninterrupted one (measured: 3 % val_loss after 3 epochs on a tiny
-    set). So compile afresh and copy the saved variables (iterations, momenta) into the new optimizer.
+    the resumed run drifts from the uninterrupted one within a few epochs. So compile afresh and copy the
+    saved variables (iterations, momenta) into the new optimizer.
     """
     import keras
 
@@ -293,7 +294,8 @@ def _set_trainable_for_phase(model, phase: Phase, settings: TrainSettings) -> No
 
 def chance_level_warning(accuracy: float, num_classes: int, num_val: int) -> Optional[str]:
     """A run that diverged still ends with "done"; say so. Seen: MobileNetV2 fine-tuned at a peak learning rate
-    of 1e-3 collapsed to a constant output (10.00 %, loss ln 10) with no error from the framework."""
+    of 1e-3 collapsed to a constant output (chance accuracy, the loss of guessing) with no error from the
+    framework."""
     chance = 1 / num_classes
     # Below ~100 validation images, chance-level accuracy is too noisy to mean anything.
     if num_val < 100 or accuracy > 1.5 * chance:
@@ -364,7 +366,6 @@ def _has_gpu() -> bool:
 
 def make_preprocess(settings: TrainSettings, x_train: np.ndarray) -> PreprocessConfig:
     from edgevision.train import architectures as arch
-    from edgevision.train.data import channel_stats
 
     if settings.arch == "cnn":
         mean, std = channel_stats(x_train, seed=settings.seed)
@@ -401,20 +402,60 @@ def _check_resumable(out: Path, settings: TrainSettings) -> None:
 
 
 # --- the run -----------------------------------------------------------------------------------------
-def train(settings: TrainSettings, echo: Callable[[str], None] = log.info, verbose="auto") -> RunResult:
-    """Train (or resume) a run into `settings.out`; returns where it is and how it did."""
-    import keras
+@dataclass
+class RunPlan:
+    """What a run (or its resumption) is made of, settled before the first epoch."""
 
-    from edgevision.train.data import Augmentation, load_split, make_batches
-    from edgevision.train.reports import plot_curves, write_classification_reports, write_history_csv
+    settings: TrainSettings
+    out: Path
+    state: Optional[dict]  # the last checkpoint's state.json; None: a fresh start
+    split: SplitData
+    preprocess: PreprocessConfig
+    record: dict  # run.json, completed with the results at the end
+
+    @property
+    def resumed_from(self) -> int:
+        return self.state["epoch"] if self.state else 0
+
+    @property
+    def elapsed_before(self) -> float:
+        return self.state.get("elapsed_seconds", 0.0) if self.state else 0.0
+
+
+def train(settings: TrainSettings, echo: Callable[[str], None] = log.info, verbose="auto") -> RunResult:
+    """Train (or resume) a run into `settings.out`; returns where it is and how it did.
+
+    Shaped as plan, run, report: `plan_run` settles the data and writes what a resume needs, `run_phases`
+    trains what is left of each phase, `finish_run` writes the model and its reports from the results.
+    """
+    plan = plan_run(settings, echo)
+    started = time.time()
+    history = list(plan.state["history"]) if plan.state else []
+    model = run_phases(plan, history, started, echo, verbose)
+    return finish_run(plan, model, history, started, echo)
+
+
+def plan_run(settings: TrainSettings, echo: Callable[[str], None]) -> RunPlan:
+    """Check the run may (re)start, load its data, and write labels, preprocessing and run.json."""
+    import keras
 
     out = Path(settings.out)
     _check_resumable(out, settings)
     state = read_checkpoint_state(out)
     keras.utils.set_random_seed(settings.seed)
     policy = _configure_precision(settings)
+    split = _load_data(settings, out, echo)
+    preprocess = PreprocessConfig.load(out / rd.PREPROCESS) if state else make_preprocess(settings, split.x_train)
+    out.mkdir(parents=True, exist_ok=True)
+    preprocess.save(out / rd.PREPROCESS)
+    atomic.write_text(out / rd.LABELS, "\n".join(split.classes) + "\n")
+    record = _run_record(settings, policy, split)
+    atomic.write_json(out / rd.RUN, record)
+    return RunPlan(settings, out, state, split, preprocess, record)
 
-    load_started = time.time()
+
+def _load_data(settings: TrainSettings, out: Path, echo: Callable[[str], None]) -> SplitData:
+    started = time.time()
     split = load_split(
         settings.data, _preprocess_for_loading(settings, out), settings.val_split, settings.seed,
         settings.val_data, settings.limit_per_class,
@@ -423,15 +464,21 @@ def train(settings: TrainSettings, echo: Callable[[str], None] = log.info, verbo
         echo(f"warning: {warning}")
     echo(
         f"data: {len(split.x_train)} training and {len(split.x_val)} validation images, "
-        f"{len(split.classes)} classes, loaded in {time.time() - load_started:.1f}s"
+        f"{len(split.classes)} classes, loaded in {time.time() - started:.1f}s"
     )
-    preprocess = PreprocessConfig.load(out / rd.PREPROCESS) if state else make_preprocess(settings, split.x_train)
-    out.mkdir(parents=True, exist_ok=True)
-    preprocess.save(out / rd.PREPROCESS)
-    atomic.write_text(out / rd.LABELS, "\n".join(split.classes) + "\n")
-    side = split.x_train.shape[1]
-    augment = Augmentation(flip=True, pad=side // 8, cutout=cutout_for(settings, side))
-    run_info = {
+    return split
+
+
+def augmentation_for(settings: TrainSettings, side: int) -> Augmentation:
+    """Flips, an eighth of the side as pad-and-crop, and cutout: the recipe for images `side` pixels square."""
+    return Augmentation(flip=True, pad=side // 8, cutout=cutout_for(settings, side))
+
+
+def _run_record(settings: TrainSettings, policy: str, split: SplitData) -> dict:
+    """run.json while training: the settings as typed, what their defaults resolved to, and the split's record."""
+    import keras
+
+    return {
         "edgevision": __version__,
         "keras": keras.__version__,
         "backend": keras.backend.backend(),
@@ -439,36 +486,25 @@ def train(settings: TrainSettings, echo: Callable[[str], None] = log.info, verbo
         "machine": platform.platform(),
         "precision_policy": policy,
         "settings": dataclasses.asdict(settings),
-        "augmentation": dataclasses.asdict(augment),  # resolved: what the defaults meant for this run
+        "augmentation": dataclasses.asdict(augmentation_for(settings, split.x_train.shape[1])),
         "weight_decay": weight_decay_for(settings),
         "label_smoothing": label_smoothing_for(settings),
-        "data_source": split.source,
+        "data_source": split.source,  # the one record of the split: what conversion redraws it from
         "num_train": int(len(split.x_train)),
         "num_val": int(len(split.x_val)),
         "status": "training",
-        # Flat copies of what validation_arrays() needs to rebuild the split.
-        "data": settings.data,
-        "val_split": settings.val_split,
-        "val_data": settings.val_data,
-        "seed": settings.seed,
-        "limit_per_class": settings.limit_per_class,
     }
-    atomic.write_json(out / rd.RUN, run_info)
 
-    num_classes = len(split.classes)
-    train_batches = make_batches(
-        split.x_train, split.y_train, preprocess, settings.batch_size, settings.seed, augment, True, num_classes
-    )
-    val_batches = make_batches(split.x_val, split.y_val, preprocess, max(256, settings.batch_size), settings.seed,
-                               None, False, num_classes)
 
-    history: List[dict] = list(state["history"]) if state else []
-    done = state["epoch"] if state else 0
-    elapsed_before = state.get("elapsed_seconds", 0.0) if state else 0.0
-    resumed_from = done
+def run_phases(plan: RunPlan, history: List[dict], started: float, echo: Callable[[str], None], verbose):
+    """Train every phase that is not done yet, checkpointing each epoch; returns the trained model."""
+    import keras
+
+    settings, state, out = plan.settings, plan.state, plan.out
+    batches = _train_and_val_batches(plan)
+    done = plan.resumed_from
     if state:
         echo(f"resuming after epoch {done} (phase {state['phase']}) from {out / rd.CHECKPOINTS / state['checkpoint']}")
-    started = time.time()
     model = None
     with _distribution_scope():
         if state:
@@ -477,38 +513,61 @@ def train(settings: TrainSettings, echo: Callable[[str], None] = log.info, verbo
             if done >= phase.end:
                 continue
             if model is None:
-                model = _build(settings, num_classes, preprocess)
-            if not (state and state["phase"] == phase.name and done > phase.start):
-                _set_trainable_for_phase(model, phase, settings)
-                _compile(model, phase, settings, len(train_batches))
-            else:
-                _recompile_keeping_state(model, phase, settings, len(train_batches))
-            echo(f"phase {phase.name}: epochs {max(done, phase.start) + 1}..{phase.end}, peak learning rate {phase.learning_rate:g}")
-            train_batches.set_epoch(max(done, phase.start))
-            if state:
-                _restore_python_random_state(state.get("python_random_state"))
-            model.fit(
-                train_batches,
-                validation_data=val_batches,
-                epochs=phase.end,
-                initial_epoch=max(done, phase.start),
-                callbacks=[_epoch_callback(out, phase, history, started, elapsed_before, train_batches)],
-                verbose=verbose,
-            )
+                model = _build(settings, len(plan.split.classes), plan.preprocess)
+            callback = _epoch_callback(out, phase, history, started, plan.elapsed_before)
+            _fit_phase(model, phase, plan, state, done, batches, callback, echo, verbose)
             done = phase.end
             state = None  # later phases start fresh (new trainable set, new optimizer)
         if model is None:  # everything was already done: only the final outputs may be missing
             ckpt = read_checkpoint_state(out)
             model = keras.models.load_model(out / rd.CHECKPOINTS / ckpt["checkpoint"], safe_mode=True)
+    return model
 
+
+def _train_and_val_batches(plan: RunPlan):
+    s, split, pre = plan.settings, plan.split, plan.preprocess
+    num_classes, side = len(split.classes), split.x_train.shape[1]
+    train = make_batches(split.x_train, split.y_train, pre, s.batch_size, s.seed, augmentation_for(s, side), True,
+                         num_classes)
+    val = make_batches(split.x_val, split.y_val, pre, max(256, s.batch_size), s.seed, None, False, num_classes)
+    return train, val
+
+
+def _fit_phase(model, phase: Phase, plan: RunPlan, state: Optional[dict], done: int, batches, callback,
+               echo: Callable[[str], None], verbose) -> None:
+    """One phase, from its first epoch or, resuming inside it, from the checkpoint's optimizer state."""
+    settings, (train_batches, val_batches) = plan.settings, batches
+    if state and state["phase"] == phase.name and done > phase.start:
+        _recompile_keeping_state(model, phase, settings, len(train_batches))
+    else:
+        _set_trainable_for_phase(model, phase, settings)
+        _compile(model, phase, settings, len(train_batches))
+    first = max(done, phase.start)
+    echo(f"phase {phase.name}: epochs {first + 1}..{phase.end}, peak learning rate {phase.learning_rate:g}")
+    train_batches.set_epoch(first)
+    if state:
+        _restore_python_random_state(state.get("python_random_state"))
+    model.fit(train_batches, validation_data=val_batches, epochs=phase.end, initial_epoch=first,
+              callbacks=[callback], verbose=verbose)
+
+
+def finish_run(plan: RunPlan, model, history: List[dict], started: float, echo: Callable[[str], None]) -> RunResult:
+    """Save the final model, score it on the validation split, and complete run.json with the results."""
+    from edgevision.edge_runtime.evaluation import predict_arrays
+    from edgevision.inference import KerasPredictor
+    from edgevision.train.reports import plot_curves, write_classification_reports, write_history_csv
+
+    settings, split, out = plan.settings, plan.split, plan.out
     if settings.arch == "cnn":
         from edgevision.train.architectures import fold_logit_scale
 
         model = fold_logit_scale(model)  # checkpoints keep it (resuming trains on); the saved model need not
     with atomic.atomic_path(out / rd.MODEL, suffix=".keras") as tmp:
         model.save(tmp)
-    probs = model.predict(normalize(split.x_val, preprocess), batch_size=256, verbose=0)
-    total_seconds = elapsed_before + time.time() - started
+    # Scored by the engine behind `edgevision evaluate`, with its probability and top-1 rules.
+    validation = KerasPredictor(model, list(split.classes), plan.preprocess, batch_size=256)
+    probs = predict_arrays(validation, split.x_val, batch_size=len(split.x_val) or 1)
+    total_seconds = plan.elapsed_before + time.time() - started
     report = write_classification_reports(
         out, split.y_val, probs, split.classes, extra={"eval_set": "validation split", "model": rd.MODEL}
     )
@@ -517,12 +576,12 @@ def train(settings: TrainSettings, echo: Callable[[str], None] = log.info, verbo
     warning = chance_level_warning(report["accuracy"], len(split.classes), len(split.y_val))
     if warning:
         echo(f"warning: {warning}")
-    run_info.update(
+    plan.record.update(
         status="complete",
         val_accuracy=report["accuracy"],
         train_seconds=round(total_seconds, 1),
         epochs_completed=settings.epochs,
         parameters=int(model.count_params()),
     )
-    atomic.write_json(out / rd.RUN, run_info)
-    return RunResult(out, report["accuracy"], settings.epochs - resumed_from, resumed_from, total_seconds)
+    atomic.write_json(out / rd.RUN, plan.record)
+    return RunResult(out, report["accuracy"], settings.epochs - plan.resumed_from, plan.resumed_from, total_seconds)
