@@ -7,7 +7,8 @@ bare `invoke()` on the same interpreter (same model, same threads); preparing a 
 conversion) stays under 1 ms.
 
 Method: one interpreter serves both loops, which run in alternating blocks so that a busy neighbour on a
-shared CPU slows both alike; every call is timed on its own with perf_counter_ns (wall) and process_time_ns
+shared CPU slows both alike; the stage table comes from `classify(..., timings=ClassifyTimings())`, the
+classifier timing its own stages (wall time only); every call is timed on its own with perf_counter_ns (wall) and process_time_ns
 (CPU time of this process, all its threads: on a loaded machine it leaves out the time other processes
 held the cores, which wall time cannot); warm-up calls are not counted; the report gives n, median and p90,
 the machine and its load.
@@ -65,11 +66,36 @@ def machine_note() -> Dict[str, object]:
             "platform": platform.platform()}
 
 
-def stats_us(samples: List[tuple]) -> Dict[str, float]:
-    a = np.asarray(samples, dtype=np.float64).reshape(-1, 2) / 1e3
-    wall, cpu = a[:, 0], a[:, 1]
-    return {"n": int(len(a)), "median_us": float(np.median(wall)), "p90_us": float(np.percentile(wall, 90)),
-            "cpu_median_us": float(np.median(cpu)), "cpu_p90_us": float(np.percentile(cpu, 90))}
+def stats_us(samples: List, wall_only: bool = False) -> Dict[str, Optional[float]]:
+    """n, median and p90 in microseconds of (wall ns, CPU ns) pairs, or of wall ns alone."""
+    a = np.asarray(samples, dtype=np.float64).reshape(-1, 1 if wall_only else 2) / 1e3
+    wall = a[:, 0]
+    out = {"n": int(len(a)), "median_us": float(np.median(wall)), "p90_us": float(np.percentile(wall, 90)),
+           "cpu_median_us": None, "cpu_p90_us": None}
+    if not wall_only:
+        out.update(cpu_median_us=float(np.median(a[:, 1])), cpu_p90_us=float(np.percentile(a[:, 1], 90)))
+    return out
+
+
+def stage_samples(clf, frames: Dict[str, np.ndarray], runs: int, warmup: int) -> Dict[str, List[int]]:
+    """Per-stage wall ns of `runs` classify calls on each frame, as classify itself times them."""
+    from edgevision.edge_runtime.classifier import ClassifyTimings
+
+    samples: Dict[str, List[int]] = {}
+    timings = ClassifyTimings()
+    for name, image in frames.items():
+        for _ in range(warmup):
+            clf.classify(image, top_k=5)
+        prepare, invoke, post = [], [], []
+        for _ in range(runs):
+            clf.classify(image, top_k=5, timings=timings)
+            prepare.append(timings.prepare_ns)
+            invoke.append(timings.invoke_ns)
+            post.append(timings.postprocess_ns)
+        samples[f"prepare_{name}"] = prepare
+        if name == "input_size":
+            samples["invoke"], samples["postprocess"] = invoke, post
+    return samples
 
 
 def time_calls(fn: Callable[[], object], n: int) -> List[tuple]:
@@ -128,19 +154,12 @@ def run(model: Optional[str], threads: Optional[int], runs: int, warmup: int, ba
 
     interpreter = clf.interpreter
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], clf.prepare(frame))
-    tensor = clf.prepare(frame)
-    raw = clf.invoke(tensor)
-    scores = clf.scores_from_output(raw)[0]
 
     loops = interleaved({"bare_invoke": interpreter.invoke, "classify": lambda: clf.classify(frame, top_k=5)},
                         runs, warmup)
-    stages = interleaved({
-        "prepare_input_size": lambda: clf.prepare(frame),
-        "prepare_720p": lambda: clf.prepare(frame_hd),
-        "scores_from_output": lambda: clf.scores_from_output(raw),
-        "top_k": lambda: clf.top_k(scores, 5),
-    }, runs, warmup)
-    results = {name: stats_us(s) for name, s in {**loops, **stages}.items()}
+    stages = stage_samples(clf, {"input_size": frame, "720p": frame_hd}, runs, warmup)
+    results = {**{name: stats_us(s) for name, s in loops.items()},
+               **{name: stats_us(s, wall_only=True) for name, s in stages.items()}}
     bare, full = results["bare_invoke"]["median_us"], results["classify"]["median_us"]
     bare_cpu, full_cpu = results["bare_invoke"]["cpu_median_us"], results["classify"]["cpu_median_us"]
     return {
@@ -172,8 +191,9 @@ def format_report(r: dict) -> str:
         f"{'stage':<22}{'n':>6}{'wall median':>14}{'wall p90':>12}{'CPU median':>14}{'CPU p90':>12}",
     ]
     for name, s in r["timings"].items():
-        lines.append(f"{name:<22}{s['n']:>6}{s['median_us']:>12.1f}us{s['p90_us']:>10.1f}us"
-                     f"{s['cpu_median_us']:>12.1f}us{s['cpu_p90_us']:>10.1f}us")
+        cpu = ("" if s["cpu_median_us"] is None
+               else f"{s['cpu_median_us']:>12.1f}us{s['cpu_p90_us']:>10.1f}us")
+        lines.append(f"{name:<22}{s['n']:>6}{s['median_us']:>12.1f}us{s['p90_us']:>10.1f}us{cpu}")
     lines.append("")
     for label, ratio, extra in (("wall", r["classify_over_bare"], r["overhead_us"]),
                                 ("CPU ", r["classify_over_bare_cpu"], r["overhead_cpu_us"])):

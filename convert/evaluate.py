@@ -1,18 +1,21 @@
 """Accuracy of the Keras model and of its TFLite conversion on the same images.
 
-The converted model runs through the edge runtime's own interpreter and input/output arithmetic
-(`edge_runtime.interpreter.make_interpreter`, `edge_runtime.quantization.input_encoder` and `dequantize`),
-from the same uint8 pixels the device would feed it, so the numbers are the device's numbers.
+Both go through the one evaluation engine (`edgevision.edge_runtime.evaluation`): the Keras model as a
+`KerasPredictor`, the converted bytes through the edge runtime's own `Classifier`, from the same uint8
+pixels a device would feed it, so the numbers are the device's numbers. Both outputs become probabilities
+by the same rule, and top-1 follows the engine's tie rule.
 """
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 
-from edgevision.edge_runtime.preprocess import PreprocessConfig, normalize
+from edgevision.edge_runtime.preprocess import PreprocessConfig
 
 KERAS_BATCH = 64
 
@@ -47,10 +50,13 @@ class Agreement:
 def reference_probabilities(predict: Callable[[np.ndarray], np.ndarray], pixels: np.ndarray,
                             preprocess: PreprocessConfig) -> np.ndarray:
     """Probabilities of a float model (Keras or SavedModel) on uint8 pixels, normalised as in training."""
-    out = []
-    for start in range(0, len(pixels), KERAS_BATCH):
-        out.append(np.asarray(predict(normalize(pixels[start : start + KERAS_BATCH], preprocess)), dtype=np.float32))
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+    from edgevision.edge_runtime.evaluation import predict_arrays
+    from edgevision.inference import KerasPredictor
+
+    predictor = KerasPredictor(model=None, labels=[], preprocess=preprocess, batch_size=KERAS_BATCH, call=predict)
+    if len(pixels) == 0:
+        return np.zeros((0, 0), np.float32)
+    return predict_arrays(predictor, pixels, batch_size=len(pixels))
 
 
 def keras_predictor(model) -> Callable[[np.ndarray], np.ndarray]:
@@ -60,33 +66,33 @@ def keras_predictor(model) -> Callable[[np.ndarray], np.ndarray]:
 
 def tflite_probabilities(model_bytes: bytes, pixels: np.ndarray, preprocess: PreprocessConfig,
                          num_threads: Optional[int] = None) -> np.ndarray:
-    """Probabilities of a .tflite model on uint8 pixels, image by image, exactly as the runtime runs it."""
-    from edgevision.edge_runtime.interpreter import make_interpreter
-    from edgevision.edge_runtime.quantization import dequantize, input_encoder, tensor_quantization
+    """Probabilities of a .tflite model on uint8 pixels, image by image, through the device's Classifier."""
+    from edgevision.edge_runtime.classifier import Classifier
+    from edgevision.edge_runtime.evaluation import TFLitePredictor, predict_arrays
 
-    interpreter = make_interpreter(model_bytes, num_threads=num_threads, name="converted model")
-    in_detail = interpreter.get_input_details()[0]
-    out_detail = interpreter.get_output_details()[0]
-    encode = input_encoder(preprocess, tensor_quantization(in_detail, "input"))
-    out_params = tensor_quantization(out_detail, "output")
-    out = np.zeros((len(pixels), int(out_detail["shape"][-1])), dtype=np.float32)
-    for i in range(len(pixels)):
-        interpreter.set_tensor(in_detail["index"], encode(pixels[i : i + 1]))
-        interpreter.invoke()
-        out[i] = dequantize(interpreter.get_tensor(out_detail["index"]), out_params)[0]
-    return out
+    # The Classifier opens files; the bytes were made by this conversion a moment ago, so they are trusted
+    # (the structural pre-check still runs). The file can go once the interpreter holds the bytes.
+    with tempfile.TemporaryDirectory(prefix="edgevision-eval-") as tmp:
+        path = Path(tmp) / "converted.tflite"
+        path.write_bytes(model_bytes)
+        classifier = Classifier(path, num_threads=num_threads, trusted=True, preprocess=preprocess)
+    return predict_arrays(TFLitePredictor(classifier), pixels)
 
 
 def accuracy(probabilities: np.ndarray, labels: Optional[np.ndarray]) -> Optional[float]:
-    """Top-1 accuracy, or None without ground-truth labels."""
-    return None if labels is None else float(np.mean(probabilities.argmax(axis=1) == labels))
+    """Top-1 accuracy (the engine's top-1: ties go to the lower index), or None without ground-truth labels."""
+    from edgevision.edge_runtime.evaluation import top1
+
+    return None if labels is None else float(np.mean(top1(probabilities) == labels))
 
 
 def compare(reference: np.ndarray, converted: np.ndarray, labels: Optional[np.ndarray]) -> Agreement:
+    from edgevision.edge_runtime.evaluation import top1
+
     return Agreement(
         n=len(reference),
         accuracy=accuracy(converted, labels),
         accuracy_float=accuracy(reference, labels),
-        agreement=float(np.mean(reference.argmax(axis=1) == converted.argmax(axis=1))),
+        agreement=float(np.mean(top1(reference) == top1(converted))),
         prob_mae=float(np.mean(np.abs(reference - converted))),
     )

@@ -50,6 +50,11 @@ class DecodedImages:
         return f"skipped {len(self.skipped)} file(s) that are not decodable images: {names}{more}"
 
 
+def image_files(folder: Path) -> List[Path]:
+    """The image files in `folder` and its subfolders, sorted: what one class folder holds."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and is_image_file(p))
+
+
 def scan_image_folder(root, classes: Optional[Sequence[str]] = None) -> ImageFolder:
     """List the images of a class-per-subfolder tree. `classes` fixes the class order (e.g. a model's labels)."""
     root = Path(root).expanduser()
@@ -70,7 +75,7 @@ def scan_image_folder(root, classes: Optional[Sequence[str]] = None) -> ImageFol
         folder = root / name
         if not folder.is_dir():
             continue  # evaluating on a subset of a model's classes is allowed
-        images = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+        images = image_files(folder)
         if not images:
             raise DataError(
                 f"class folder {folder} has no images (expected .jpg, .jpeg, .png, .bmp or .webp files)"

@@ -9,10 +9,11 @@
             print(result.frame, result.label, result.score, result.times.total_ms)
     print(run.summary.fps, run.summary.stages["inference"].p50)
 
-Per frame: capture (waiting for the frame and decoding it), preprocess (resize, colour order, normalise or
-quantize), inference (`invoke`), postprocess (dequantize, softmax if needed, smoothing, top-k) and draw
-(the overlay; only when `draw=True`, i.e. when a window or a saved video will show it). Stages are timed
-with `time.perf_counter_ns`. `edgevision classify` and `edgevision bench --e2e` both run this code.
+Per frame: capture (waiting for the frame and decoding it), then one `Classifier.classify` call, which
+times its own stages: preprocess (resize, colour order, normalise or quantize), inference (`invoke`) and
+postprocess (dequantize, softmax if needed, smoothing, top-k); then draw (the overlay; only when
+`draw=True`, i.e. when a window or a saved video will show it). Stages are timed with
+`time.perf_counter_ns`. `edgevision classify` and `edgevision bench --e2e` both run this code.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgevision.edge_runtime.capture import LiveSettings
+from edgevision.edge_runtime.classifier import ClassifyTimings
 from edgevision.edge_runtime.overlay import OverlayStats, draw_overlay
 from edgevision.edge_runtime.smoothing import ScoreSmoother
 from edgevision.edge_runtime.sources import FrameSource, open_source
@@ -114,7 +116,7 @@ class FrameResult:
             "frame": self.frame,
             "label": self.label,
             "score": round(self.score, 6),
-            "top": [{"index": int(c.index), "label": c.label, "score": round(float(c.score), 6)} for c in self.top],
+            "top": [c.to_dict() for c in self.top],
             "infer_ms": ms(self.times.inference_ms),
             "total_ms": ms(self.times.total_ms),
             "capture_ms": ms(self.times.capture_ms),
@@ -267,14 +269,16 @@ class PipelineRun:
 
     # --- the loop -----------------------------------------------------------------------------------
     def _run(self):
-        clf, settings, source = self.classifier, self.settings, self.source
-        smoother = ScoreSmoother(settings.smooth)
+        settings, source = self.settings, self.source
+        # Smoothing needs every frame's probabilities; without it classify ranks the raw outputs (its fast path).
+        self._adjust = ScoreSmoother(settings.smooth).update if settings.smooth > 1 else None
+        self._timings = ClassifyTimings()
+        self._fps_ema: Optional[float] = None
+        self._last_done: Optional[int] = None
+        self._timed_from: Optional[int] = None  # clock when the first timed (post-warm-up) frame began
         clock = time.perf_counter_ns
         frames = 0
         reason = "end"
-        fps_ema: Optional[float] = None
-        last_done: Optional[int] = None
-        timed_from: Optional[int] = None  # clock when the first timed (post-warm-up) frame began
         self._dropped = 0
         run_start = clock()
         try:
@@ -295,58 +299,56 @@ class PipelineRun:
                 if frame is None:
                     reason = "stopped" if self.stop.is_set() else "end"
                     break
-                tensor = clf.prepare(frame.image, color_order="BGR")
-                t2 = clock()
-                raw = clf.invoke(tensor)
-                t3 = clock()
-                scores = smoother.update(clf.scores_from_output(raw)[0])
-                top = clf.top_k(scores, settings.top_k)
-                t4 = clock()
-                if settings.draw:
-                    draw_overlay(
-                        frame.image,
-                        top,
-                        OverlayStats(fps=fps_ema, infer_ms=(t3 - t2) / NS_PER_MS, dropped=source.dropped),
-                    )
-                t5 = clock()
-
-                times = StageTimes(
-                    capture_ms=(t1 - t0) / NS_PER_MS,
-                    preprocess_ms=(t2 - t1) / NS_PER_MS,
-                    inference_ms=(t3 - t2) / NS_PER_MS,
-                    postprocess_ms=(t4 - t3) / NS_PER_MS,
-                    draw_ms=(t5 - t4) / NS_PER_MS,
-                    total_ms=(t5 - t0) / NS_PER_MS,
-                )
-                if frames >= settings.warmup_frames:
-                    if timed_from is None:
-                        timed_from = t0
-                    for stage, value in times.as_dict().items():
-                        self._recorders[stage].add(value)
-                # The loop's real rate, caller's time included (display, video writing).
-                if last_done is not None and t5 > last_done:
-                    rate = NS_PER_MS * 1000 / (t5 - last_done)
-                    fps_ema = rate if fps_ema is None else (1 - FPS_EMA_WEIGHT) * fps_ema + FPS_EMA_WEIGHT * rate
-                last_done = t5
-                # Frames that arrive after the last one we classify were not dropped for being stale.
-                self._dropped = source.dropped
-                result = FrameResult(
-                    frame=frames,
-                    source_index=frame.index,
-                    name=frame.name,
-                    top=top,
-                    times=times,
-                    dropped=self._dropped,
-                    timestamp=time.time(),
-                    latency_ms=(t5 - frame.captured_ns) / NS_PER_MS,
-                    image=frame.image,
-                )
+                result = self._classify_frame(frame, frames, t0, t1)
                 frames += 1
                 yield result
         finally:
             end = clock()
-            self.summary = self._summarize(frames, reason, run_start, timed_from, end)
+            self.summary = self._summarize(frames, reason, run_start, self._timed_from, end)
             self._release_source()
+
+    def _classify_frame(self, frame, index: int, t0: int, t1: int) -> FrameResult:
+        """Classify (and draw) one frame read between clock times t0 and t1; record its stage times."""
+        settings, source, timings, clock = self.settings, self.source, self._timings, time.perf_counter_ns
+        top = self.classifier.classify(frame.image, settings.top_k, "BGR", timings=timings,
+                                       adjust_scores=self._adjust)
+        t4 = clock()
+        if settings.draw:
+            stats = OverlayStats(fps=self._fps_ema, infer_ms=timings.invoke_ms, dropped=source.dropped)
+            draw_overlay(frame.image, top, stats)
+        t5 = clock()
+        times = StageTimes(
+            capture_ms=(t1 - t0) / NS_PER_MS,
+            preprocess_ms=timings.prepare_ms,
+            inference_ms=timings.invoke_ms,
+            postprocess_ms=timings.postprocess_ms,
+            draw_ms=(t5 - t4) / NS_PER_MS,
+            total_ms=(t5 - t0) / NS_PER_MS,
+        )
+        if index >= settings.warmup_frames:
+            if self._timed_from is None:
+                self._timed_from = t0
+            for stage, value in times.as_dict().items():
+                self._recorders[stage].add(value)
+        # The loop's real rate, caller's time included (display, video writing).
+        if self._last_done is not None and t5 > self._last_done:
+            rate = NS_PER_MS * 1000 / (t5 - self._last_done)
+            ema = self._fps_ema
+            self._fps_ema = rate if ema is None else (1 - FPS_EMA_WEIGHT) * ema + FPS_EMA_WEIGHT * rate
+        self._last_done = t5
+        # Frames that arrive after the last one we classify were not dropped for being stale.
+        self._dropped = source.dropped
+        return FrameResult(
+            frame=index,
+            source_index=frame.index,
+            name=frame.name,
+            top=top,
+            times=times,
+            dropped=self._dropped,
+            timestamp=time.time(),
+            latency_ms=(t5 - frame.captured_ns) / NS_PER_MS,
+            image=frame.image,
+        )
 
     def _summarize(self, frames: int, reason: str, run_start: int, timed_from, end: int) -> PipelineSummary:
         source = self.source
@@ -379,8 +381,8 @@ def run_pipeline(
 ) -> PipelineRun:
     """Classify every frame of `source` (a FrameSource, or anything `open_source` accepts).
 
-    `classifier` is an `edgevision.edge_runtime.Classifier` (anything with prepare/invoke/
-    scores_from_output/top_k). Returns a PipelineRun: iterate it for FrameResults, then read `.summary`.
+    `classifier` is an `edgevision.edge_runtime.Classifier` (anything with its `classify(image, k,
+    color_order, timings=, adjust_scores=)`). Returns a PipelineRun: iterate it for FrameResults, then read `.summary`.
     The source is opened on the first iteration (or on `open()`/`with`), so errors such as a camera that
     cannot be opened surface there as SourceError.
     """

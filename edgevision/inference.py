@@ -1,9 +1,11 @@
-"""Evaluation and prediction behind `edgevision evaluate` and `edgevision predict`.
+"""Model loading and prediction behind `edgevision evaluate` and `edgevision predict`.
 
 Any model reference (a run directory, a `.keras` file, a `.tflite` file or a bundled model name) becomes a
-`Predictor`: its class labels, its `PreprocessConfig` and `predict_pixels(uint8 batch) -> probabilities`.
-Everything above that (reading image folders, metrics, top-k, annotation) is shared, so a `.tflite` model and
-the Keras model it came from are measured by the very same code.
+predictor for the one evaluation engine, `edgevision.edge_runtime.evaluation`: its class labels, its
+`PreprocessConfig`, `prepare(image)` and `predict_prepared(items)` / `predict_pixels(pixels)` ->
+probabilities. Everything above that (reading image folders, the folder-to-class rule, metrics, top-k,
+annotation) is shared, so a `.tflite` model and the Keras model it came from are measured by the very same
+code, as are `bench --eval`, `convert`'s comparison and training's validation report.
 
 The `.tflite` route goes through the edge runtime's Classifier and needs only the `edge` extra: this module
 imports Keras only when a Keras model is loaded.
@@ -12,91 +14,69 @@ imports Keras only when a Keras model is loaded.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edgevision.edge_runtime.classifier import Classification, looks_like_probabilities, rank, softmax
+from edgevision.edge_runtime.evaluation import (  # noqa: F401  (re-exported: the names callers knew here)
+    DEFAULT_BATCH,
+    Evaluation,
+    TFLitePredictor,
+    check_data_folder,
+    check_pixels,
+    evaluate,
+    prepared_batches,
+)
 from edgevision.edge_runtime.labels import align_labels, load_labels
 from edgevision.edge_runtime.preprocess import MINUS_ONE_TO_ONE, PreprocessConfig, normalize, prepare_pixels
 from edgevision.errors import DataError, ImageError, ModelError, UsageError
 
 #: Input size assumed for a bare Keras model whose input shape does not fix one (MobileNet's default).
 DEFAULT_INPUT_SIZE = (224, 224)
-#: Images decoded and run per step: bounds memory (224x224 uint8 is 150 KB an image) without slowing Keras.
-DEFAULT_BATCH = 64
-#: Tolerance for "these outputs already are probabilities" (float32 softmax rows sum to 1 within ~1e-6).
-_PROB_SUM_TOLERANCE = 1e-3
 
 
-# --- predictors ---------------------------------------------------------------------------------------
+# --- the Keras predictor ------------------------------------------------------------------------------
 @dataclass
 class KerasPredictor:
-    """A Keras model with the labels and preprocessing it was trained with."""
+    """A Keras model (or any float function of normalised pixels) with its labels and preprocessing.
+
+    call: normalised float32 batch -> outputs; default `model(x, training=False)`, which skips
+        `predict()`'s per-call tf.data and callback set-up. Outputs that are not probabilities (logits)
+        get a softmax, decided once from the first batch as the Classifier does.
+    """
 
     model: object
     labels: List[str]
     preprocess: PreprocessConfig
-    path: Path
+    path: Optional[Path] = None
     notes: List[str] = field(default_factory=list)
     batch_size: int = DEFAULT_BATCH
     kind: str = "keras"
+    call: Optional[Callable[[np.ndarray], object]] = None
+    output_kind: Optional[str] = None  # "probabilities" or "logits"; None: decided from the first outputs
+
+    def prepare(self, image_bgr: np.ndarray) -> np.ndarray:
+        return prepare_pixels(image_bgr, self.preprocess, source_order="BGR")
+
+    def predict_prepared(self, items: Sequence[np.ndarray]) -> np.ndarray:
+        h, w = self.preprocess.input_size
+        return self.predict_pixels(np.stack(items) if len(items) else np.zeros((0, h, w, 3), np.uint8))
 
     def predict_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 (N, H, W, 3) in the model's colour order at its input size -> (N, classes) probabilities."""
-        _check_pixels(pixels, self.preprocess)
+        check_pixels(pixels, self.preprocess)
         if len(pixels) == 0:
             return np.zeros((0, len(self.labels)), np.float32)
-        out = self.model.predict(normalize(pixels, self.preprocess), batch_size=self.batch_size, verbose=0)
-        return as_probabilities(np.asarray(out, dtype=np.float32))
-
-
-@dataclass
-class TFLitePredictor:
-    """A `.tflite` model run by the edge runtime's Classifier (no TensorFlow)."""
-
-    classifier: object
-    path: Path
-    notes: List[str] = field(default_factory=list)
-    kind: str = "tflite"
-
-    @property
-    def labels(self) -> List[str]:
-        return list(self.classifier.labels)
-
-    @property
-    def preprocess(self) -> PreprocessConfig:
-        return self.classifier.preprocess
-
-    def predict_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        _check_pixels(pixels, self.preprocess)
-        if len(pixels) == 0:
-            return np.zeros((0, len(self.labels)), np.float32)
-        clf, order = self.classifier, self.preprocess.color_order
-        # One image per invoke (edge models are converted with batch 1). The pixels are already at the input
-        # size in the model's colour order, so prepare() only encodes them (quantizes or normalises).
-        rows = [clf.scores_from_output(clf.invoke(clf.prepare(p, color_order=order)))[0] for p in pixels]
-        return np.stack(rows).astype(np.float32, copy=False)
-
-
-def _check_pixels(pixels: np.ndarray, preprocess: PreprocessConfig) -> None:
-    h, w = preprocess.input_size
-    if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != (h, w, 3):
-        raise UsageError(
-            f"predict_pixels takes uint8 pixels of shape (N, {h}, {w}, 3), got {pixels.dtype} {tuple(pixels.shape)}; "
-            "use edgevision.edge_runtime.preprocess.prepare_pixels first"
-        )
-
-
-def as_probabilities(out: np.ndarray) -> np.ndarray:
-    """Model outputs -> probabilities: already-softmaxed rows pass through, logits get a softmax."""
-    if out.size and (out.min() < 0 or out.max() > 1 or np.abs(out.sum(axis=-1) - 1).max() > _PROB_SUM_TOLERANCE):
-        shifted = out - out.max(axis=-1, keepdims=True)
-        e = np.exp(shifted)
-        return e / e.sum(axis=-1, keepdims=True)
-    return out
+        run = self.call or (lambda x: self.model(x, training=False))
+        step = self.batch_size
+        out = np.concatenate([np.asarray(run(normalize(pixels[s : s + step], self.preprocess)), dtype=np.float32)
+                              for s in range(0, len(pixels), step)])
+        if self.output_kind is None:
+            self.output_kind = "probabilities" if looks_like_probabilities(out) else "logits"
+        return out if self.output_kind == "probabilities" else softmax(out)
 
 
 # --- loading --------------------------------------------------------------------------------------
@@ -233,133 +213,7 @@ def _assumed_preprocess(in_shape: tuple, path: Path, notes: List[str]) -> Prepro
     return config
 
 
-# --- reading images -------------------------------------------------------------------------------
-def _prepare_file(path: Path, config: PreprocessConfig) -> np.ndarray:
-    from edgevision.edge_runtime.images import read_image
-
-    return prepare_pixels(read_image(path), config, source_order="BGR")
-
-
-def prepare_files(paths: Sequence[Path], config: PreprocessConfig, workers: Optional[int] = None):
-    """Decode and prepare image files in parallel: (pixels (N,H,W,3) uint8, kept indices, [(index, error)])."""
-
-    def load(path):
-        try:
-            return _prepare_file(path, config), None
-        except ImageError as e:
-            return None, str(e)
-
-    workers = workers or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(load, paths))
-    kept = [i for i, (img, _) in enumerate(results) if img is not None]
-    failed = [(i, err) for i, (img, err) in enumerate(results) if img is None]
-    h, w = config.input_size
-    pixels = np.stack([results[i][0] for i in kept]) if kept else np.zeros((0, h, w, 3), np.uint8)
-    return pixels, kept, failed
-
-
-# --- evaluate ------------------------------------------------------------------------------------------
-@dataclass
-class Evaluation:
-    report: dict  # edge_runtime.metrics.classification_report over the classes involved, plus model/data/skipped
-    skipped: List[Tuple[str, str]]  # (file, why) of images that could not be decoded
-    confusion: np.ndarray
-    classes: List[str]  # rows/columns of `confusion`
-
-    def skipped_summary(self, limit: int = 3) -> Optional[str]:
-        if not self.skipped:
-            return None
-        names = ", ".join(Path(p).name for p, _ in self.skipped[:limit])
-        more = f" and {len(self.skipped) - limit} more" if len(self.skipped) > limit else ""
-        return f"skipped {len(self.skipped)} file(s) that are not decodable images: {names}{more}"
-
-
-def check_data_folder(data_dir) -> Path:
-    """DataError unless `data_dir` is a folder (checked before a model takes seconds to load)."""
-    root = Path(data_dir).expanduser()
-    if not root.is_dir():
-        raise DataError(
-            f"data folder {root} does not exist" if not root.exists()
-            else f"{root} is not a folder; expected a folder with one subfolder per class"
-        )
-    return root
-
-
-def match_class_folders(data_dir, labels: Sequence[str]) -> List[str]:
-    """The class folders of `data_dir`, each of which must be one of the model's labels (DataError if not)."""
-    root = check_data_folder(data_dir)
-    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not found:
-        raise DataError(f"{root} has no class folders; expected one subfolder per class, named like the model's labels")
-    known = set(labels)
-    unknown = [name for name in found if name not in known]
-    if unknown:
-        shown = ", ".join(list(labels)[:10]) + (", ..." if len(labels) > 10 else "")
-        raise DataError(
-            f"class folder(s) {', '.join(map(repr, unknown[:5]))} in {root} are not among the model's "
-            f"{len(labels)} labels ({shown}); rename the folders to match the labels, or pass --labels FILE"
-        )
-    return found
-
-
-def evaluate(
-    predictor,
-    data_dir,
-    batch_size: int = DEFAULT_BATCH,
-    progress: Optional[Callable[[int, int], None]] = None,
-) -> Evaluation:
-    """Accuracy, per-class precision/recall/F1 and the confusion matrix of `predictor` on a class-per-folder tree.
-
-    Folders are matched to the model's labels by name. Images are decoded in batches (memory stays bounded on
-    big folders); undecodable files are skipped and counted, never a crash.
-    """
-    from edgevision.edge_runtime.datasets import scan_image_folder
-    from edgevision.edge_runtime.metrics import classification_report
-
-    if batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
-    labels = list(predictor.labels)
-    match_class_folders(data_dir, labels)
-    folder = scan_image_folder(data_dir, classes=labels)
-    y_true, y_pred, skipped = [], [], []
-    total = len(folder.files)
-    for start in range(0, total, batch_size):
-        paths = folder.files[start : start + batch_size]
-        pixels, kept, failed = prepare_files(paths, predictor.preprocess)
-        skipped.extend((str(paths[i]), err) for i, err in failed)
-        if kept:
-            probs = predictor.predict_pixels(pixels)
-            y_pred.append(np.argmax(probs, axis=1))
-            y_true.append(folder.labels[start + np.asarray(kept)])
-        if progress:
-            progress(min(start + batch_size, total), total)
-    if not y_true:
-        raise DataError(f"none of the {total} images in {folder.root} could be decoded")
-    y_true_all, y_pred_all = np.concatenate(y_true), np.concatenate(y_pred)
-    full = classification_report(y_true_all, y_pred_all, labels)
-    report = _involved_classes_report(full, y_true_all, y_pred_all, labels)
-    report.update(skipped=len(skipped), data=str(Path(data_dir).expanduser().resolve()))
-    return Evaluation(report, skipped, np.asarray(report["confusion_matrix"]), list(report["classes"]))
-
-
-def _involved_classes_report(full: dict, y_true, y_pred, labels: Sequence[str]) -> dict:
-    """Keep only classes that occur or are predicted: an ImageNet model checked on 3 folders reports 3-ish rows.
-
-    Accuracy and the macro averages (over classes that occur) are unchanged by dropping the others.
-    """
-    involved = sorted(set(np.unique(y_true).tolist()) | set(np.unique(y_pred).tolist()))
-    if len(involved) == len(labels):
-        return full
-    cm = np.asarray(full["confusion_matrix"])[np.ix_(involved, involved)]
-    names = [labels[i] for i in involved]
-    report = dict(full)
-    report["per_class"] = {name: full["per_class"][name] for name in names}
-    report["confusion_matrix"] = cm.tolist()
-    report["classes"] = names
-    return report
-
-
+# --- reports ---------------------------------------------------------------------------------------
 def write_evaluation(evaluation: Evaluation, out_dir) -> Tuple[List[Path], Optional[str]]:
     """report.json, report.txt and confusion_matrix.png into `out_dir` (atomically).
 
@@ -386,20 +240,14 @@ def write_evaluation(evaluation: Evaluation, out_dir) -> Tuple[List[Path], Optio
 
 
 # --- predict -------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Label:
-    label: str
-    score: float
-
-
 @dataclass
 class Prediction:
     image: str
-    top: List[Label]
+    top: List[Classification]
     error: Optional[str] = None
 
     def to_dict(self) -> dict:
-        d = {"image": self.image, "top": [{"label": t.label, "score": round(t.score, 6)} for t in self.top]}
+        d = {"image": self.image, "top": [c.to_dict() for c in self.top]}
         if self.error:
             d["error"] = self.error
         return d
@@ -422,32 +270,19 @@ def expand_images(items: Sequence) -> List[Path]:
     return out
 
 
-def top_k(probs: np.ndarray, labels: Sequence[str], k: int) -> List[Label]:
-    k = min(k, len(probs))
-    # argpartition then sort the k: O(n) for 1000 classes; ties keep the lower index first.
-    idx = np.argpartition(-probs, k - 1)[:k]
-    idx = idx[np.lexsort((idx, -probs[idx]))]
-    return [Label(labels[i], float(probs[i])) for i in idx]
-
-
 def predict(predictor, images: Sequence, k: int = 5, batch_size: int = DEFAULT_BATCH) -> List[Prediction]:
     """Top-k labels for each image file; a file that cannot be read gets `error` instead of a crash."""
-    if k < 1:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise UsageError(f"--top-k must be at least 1, got {k}")
     paths = expand_images(images)
     labels = list(predictor.labels)
-    results: List[Prediction] = []
-    for start in range(0, len(paths), batch_size):
-        chunk = paths[start : start + batch_size]
-        pixels, kept, failed = prepare_files(chunk, predictor.preprocess)
-        probs = predictor.predict_pixels(pixels) if kept else np.zeros((0, len(labels)))
-        row = {i: probs[j] for j, i in enumerate(kept)}
-        errors = dict(failed)
-        for i, path in enumerate(chunk):
-            if i in row:
-                results.append(Prediction(str(path), top_k(row[i], labels, k)))
-            else:
-                results.append(Prediction(str(path), [], error=errors[i]))
+    results: List[Optional[Prediction]] = [None] * len(paths)
+    for items, kept, failed in prepared_batches(paths, predictor.prepare, batch_size):
+        probs = predictor.predict_prepared(items) if items else ()
+        for row, i in zip(probs, kept):
+            results[i] = Prediction(str(paths[i]), rank(row, labels, k))
+        for i, err in failed:
+            results[i] = Prediction(str(paths[i]), [], error=err)
     return results
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+
 def _model_options(f):
     options = [
         click.option("--labels", "labels", type=click.Path(dir_okay=False), default=None,
@@ -38,12 +39,16 @@ def _load(model, labels, preprocess, threads):
 @click.command("evaluate")
 @click.argument("model")
 @click.option("--data", required=True, type=click.Path(),
-              help="Image folder with one subfolder per class, named like the model's labels.")
+              help="Image folder with one subfolder per class, named like the model's labels "
+                   "(case does not matter; '_' may stand for a space).")
+@click.option("--skip-unknown", is_flag=True,
+              help="Leave out (and name) class folders that match no label, instead of refusing the folder "
+                   "(what `bench --eval` does).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout (messages go to stderr).")
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None,
               help="Where report.json, report.txt and confusion_matrix.png go [default: ./evaluation-<model>].")
 @_model_options
-def evaluate(model, data, as_json, out, labels, preprocess, threads, batch_size):
+def evaluate(model, data, skip_unknown, as_json, out, labels, preprocess, threads, batch_size):
     """Accuracy and the per-class report of MODEL on an image folder.
 
     MODEL is a run directory, a .keras file, a .tflite file or a bundled model name (see `edgevision models`).
@@ -53,15 +58,16 @@ def evaluate(model, data, as_json, out, labels, preprocess, threads, batch_size)
       edgevision evaluate runs/cnn --data cifar10-test/
       edgevision evaluate cifar10-cnn --data cifar10-test/ --json
     """
+    from edgevision.edge_runtime.evaluation import check_data_folder, evaluate as run_evaluation
     from edgevision.edge_runtime.metrics import format_report
-    from edgevision.inference import check_data_folder, evaluate as run_evaluation, write_evaluation
+    from edgevision.inference import write_evaluation
 
     check_data_folder(data)
     predictor = _load(model, labels, preprocess, threads)
-    result = run_evaluation(predictor, data, batch_size=batch_size)
+    result = run_evaluation(predictor, data, skip_unknown=skip_unknown, batch_size=batch_size)
     result.report["model"] = str(predictor.path)
-    if result.skipped:
-        click.echo(f"warning: {result.skipped_summary()}", err=True)
+    for note in result.notes():
+        click.echo(f"warning: {note}", err=True)
     out_dir = Path(out) if out else Path(f"evaluation-{_model_name(model)}")
     written, note = write_evaluation(result, out_dir)
     if note:
@@ -70,8 +76,7 @@ def evaluate(model, data, as_json, out, labels, preprocess, threads, batch_size)
         click.echo(json.dumps(result.report))
         click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
         return
-    click.echo(f"accuracy: {result.report['accuracy'] * 100:.2f}% on {result.report['n']} images "
-               f"({predictor.path}, {data})")
+    click.echo(f"accuracy: {result.accuracy * 100:.2f}% on {result.n} images ({predictor.path}, {data})")
     click.echo(format_report(result.report), nl=False)
     click.echo(f"wrote {', '.join(str(p) for p in written)}")
 
@@ -86,7 +91,7 @@ def _model_name(model: str) -> str:
 @click.argument("images", nargs=-1, required=True)
 @click.option("--top-k", "k", type=int, default=5, show_default=True, help="How many labels to show per image.")
 @click.option("--json", "as_json", is_flag=True,
-              help='Print a JSON list: [{"image": PATH, "top": [{"label": ..., "score": ...}, ...]}, ...].')
+              help='Print a JSON list: [{"image": PATH, "top": [{"index": ..., "label": ..., "score": ...}, ...]}, ...].')
 @click.option("--annotate", "annotate_dir", type=click.Path(file_okay=False), default=None,
               help="Save each image with its labels drawn on it into this folder.")
 @_model_options

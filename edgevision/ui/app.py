@@ -216,18 +216,13 @@ def show_answer(results, timing: Timing, loaded: LoadedModel) -> None:
 
 
 def classify_timed(loaded: LoadedModel, image_bgr: np.ndarray):
-    """Top-k classes and how long each stage took (the classifier's staged API, timed one by one)."""
-    c = loaded.classifier
+    """Top-k classes and how long each stage took (timed inside the classifier's one classify call)."""
+    from edgevision.edge_runtime.classifier import ClassifyTimings
+
+    timings = ClassifyTimings()
     with loaded.lock:
-        t0 = time.perf_counter()
-        tensor = c.prepare(image_bgr)
-        t1 = time.perf_counter()
-        raw = c.invoke(tensor)
-        t2 = time.perf_counter()
-        results = c.top_k(c.scores_from_output(raw)[0], TOP_K)
-        t3 = time.perf_counter()
-    ms = 1000.0
-    return results, Timing((t1 - t0) * ms, (t2 - t1) * ms, (t3 - t0) * ms)
+        results = loaded.classifier.classify(image_bgr, TOP_K, timings=timings)
+    return results, Timing(timings.prepare_ms, timings.invoke_ms, timings.total_ms)
 
 
 def main_area(settings: UiSettings, loaded: LoadedModel) -> None:
