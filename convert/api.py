@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from edgevision.atomic import write_bytes, write_json, write_text
 from edgevision.convert.options import (
@@ -74,120 +74,153 @@ def default_output(source, variant_name: str) -> Path:
     return path.with_name(f"{path.stem}-{variant_name}{TFLITE_SUFFIX}")
 
 
+@dataclass
+class _Plan:
+    """What a conversion will do, decided before anything is converted; `report` collects what each step
+    measured (the data sets' descriptions, bias correction, timings) as the steps run."""
+
+    src: object
+    options: ConvertOptions
+    plain: List[Tuple[Variant, str]]  # (variant, name) converted from the model as it is
+    optimized: List[Tuple[Variant, str]]  # ... after QAT / pruning / clustering
+    report: ConversionReport
+    served: object = None  # the Keras model the device runs: the source model or its TTA wrapper
+    calib_inputs: object = None
+    eval_set: object = None
+    train_set: object = None
+    reference: object = None  # the served model's probabilities on eval_set
+
+
 def run_conversion(source, variants: Sequence[Variant], options: ConvertOptions, *, out=None, out_dir=None,
                    report_path=None, progress: Progress = None) -> ConversionReport:
     """Convert `source` into each of `variants`; write them (to `out`, or `out_dir`) only if all succeed."""
-    from edgevision.convert import evaluate, quantize
-    from edgevision.convert.loading import load_model, open_source
-
     say = progress or (lambda message: None)
     if not variants:
         raise UsageError("nothing to convert: no variants requested")
     targets = _targets(source, variants, options, out, out_dir)
     if report_path is not None and Path(report_path).suffix.lower() != ".json":
         raise UsageError(f"--report takes a .json file name, got {report_path}")
+    plan = _plan(source, variants, options, say)
+    results = _convert_keras(plan, plan.plain, say) if plan.plain else []
+    if plan.optimized:
+        results += _convert_optimized(plan, say)
+    plan.report.variants = results
+    names = [v.name(options.optimizations, options.tta) for v in variants]
+    _write_outputs(plan.report, results, [targets[n] for n in names], plan.src.labels, report_path)
+    return plan.report
+
+
+def _plan(source, variants: Sequence[Variant], options: ConvertOptions, say) -> _Plan:
+    """Open the source, load its model, gather the data sets; fail on the likeliest mistakes first."""
+    from edgevision.convert.loading import load_model, open_source
 
     src = open_source(source, labels=options.labels, preprocess=options.preprocess, unsafe_load=options.unsafe_load)
-    names = [v.name(options.optimizations, options.tta) for v in variants]
-    report = ConversionReport(source={}, variants=[])
-
-    # --- the data: calibration, evaluation, fine-tuning ------------------------------------------------
+    pairs = [(v, v.name(options.optimizations, options.tta)) for v in variants]
+    plan = _Plan(src, options, [p for p in pairs if not p[0].optimized], [p for p in pairs if p[0].optimized],
+                 ConversionReport(source={}, variants=[]))
+    report = plan.report
     # QAT models carry their own ranges, but TFLite still wants a representative dataset for integer I/O.
-    needs_calibration = any(v.quant in FULL_INTEGER for v in variants)
+    # Calibration images do not depend on the model: checking them first makes the likeliest mistakes (an
+    # empty or missing folder) fail in a second, before TensorFlow and the model are loaded.
     calib = None
-    if needs_calibration or options.calib_dir is not None:
+    if any(v.quant in FULL_INTEGER for v in variants) or options.calib_dir is not None:
         calib = _calibration_set(src, options)
         report.calibration = calib.describe()
         _warn_skipped(report, calib, "calibration")
-    # Calibration images do not depend on the model: checking them first makes the likeliest mistakes
-    # (an empty or missing folder) fail in a second, before TensorFlow and the model are loaded.
     say(f"loading {src.path}")
     load_model(src, options.unsafe_load)  # also aligns the labels with the outputs, which the sets below use
     report.source = _describe_source(src)
-    if any(v.optimized for v in variants) and src.keras_model is None:
+    if plan.optimized and src.keras_model is None:
         raise UsageError(
             "QAT, pruning and clustering fine-tune a Keras model; a SavedModel cannot be fine-tuned: "
             "convert the .keras file or the run directory instead"
         )
-    served = _served_model(src, options, report)  # what the device will run: the model, or its TTA wrapper
-    eval_set = _eval_set(src, options, report) if options.evaluate else None
-    if eval_set is not None:
-        report.evaluation = eval_set.describe()
-        _warn_skipped(report, eval_set, "evaluation")
-    train_set = None
-    if any(v.optimized for v in variants):
-        train_set = _fine_tune_set(src, options)
-        report.fine_tune = {**train_set.describe(), **options.optimizations.to_dict()}
+    plan.served = _served_model(src, options, report)
+    plan.calib_inputs = calib.inputs(src.preprocess) if calib is not None else None
+    plan.eval_set = _eval_set(src, options, report) if options.evaluate else None
+    if plan.eval_set is not None:
+        report.evaluation = plan.eval_set.describe()
+        _warn_skipped(report, plan.eval_set, "evaluation")
+    if plan.optimized:
+        plan.train_set = _fine_tune_set(src, options)
+        report.fine_tune = {**plan.train_set.describe(), **options.optimizations.to_dict()}
+    plan.reference = _reference(plan, say)
+    return plan
 
-    reference = None
-    if eval_set is not None:
-        say(f"running the source model on {len(eval_set)} evaluation images")
-        reference = evaluate.reference_probabilities(_reference_predictor(src, served), eval_set.pixels, src.preprocess)
-        if served is not src.keras_model:  # what TTA bought, measured on the same images
-            single = evaluate.reference_probabilities(_reference_predictor(src), eval_set.pixels, src.preprocess)
-            report.tta["accuracy_float_single_view"] = evaluate.accuracy(single, eval_set.labels)
 
-    calib_inputs = calib.inputs(src.preprocess) if calib is not None else None
-    results: List[ConversionResult] = []
+def _reference(plan: _Plan, say):
+    """The served Keras model's probabilities on the evaluation images (and what TTA bought, on the same)."""
+    from edgevision.convert import evaluate
 
-    def convert_one(variant: Variant, converter_source, name: str) -> None:
-        say(f"converting {name}")
+    src, eval_set = plan.src, plan.eval_set
+    if eval_set is None:
+        return None
+    say(f"running the source model on {len(eval_set)} evaluation images")
+    reference = evaluate.reference_probabilities(_reference_predictor(src, plan.served), eval_set.pixels,
+                                                 src.preprocess)
+    if plan.served is not src.keras_model:
+        single = evaluate.reference_probabilities(_reference_predictor(src), eval_set.pixels, src.preprocess)
+        plan.report.tta["accuracy_float_single_view"] = evaluate.accuracy(single, eval_set.labels)
+    return reference
+
+
+def _convert_one(plan: _Plan, variant: Variant, name: str, converter_source, say) -> ConversionResult:
+    from edgevision.convert import quantize
+
+    say(f"converting {name}")
+    start = time.perf_counter()
+    model = quantize.convert(converter_source, variant.quant, plan.options.converter_io(variant.quant),
+                             plan.calib_inputs, plan.options.allow_tf_ops)
+    seconds = time.perf_counter() - start
+    return _finish(plan.src, variant, name, model, seconds, plan.options, plan.eval_set, plan.reference, plan.report)
+
+
+def _convert_keras(plan: _Plan, pairs, say) -> List[ConversionResult]:
+    """The source model, with its weights as they are now, in each of `pairs`; the full-integer ones from a
+    bias-corrected export."""
+    from edgevision.convert import quantize
+
+    src = plan.src
+    with contextlib.ExitStack() as stack:
         start = time.perf_counter()
-        model = quantize.convert(converter_source, variant.quant, options.converter_io(variant.quant), calib_inputs,
-                                 options.allow_tf_ops)
-        seconds = time.perf_counter() - start
-        results.append(_finish(src, variant, name, model, seconds, options, eval_set, reference, report))
+        context = quantize.exported_saved_model(plan.served) if plan.served is not None else _nullpath(src.path)
+        saved_model_dir = stack.enter_context(context)
+        if src.keras_model is not None:
+            plan.report.export_seconds += time.perf_counter() - start
+        corrected_dir = _bias_corrected_export(stack, src.keras_model, plan.served, pairs, plan.calib_inputs,
+                                               plan.options, plan.report, say)
+        return [_convert_one(plan, variant, name,
+                             corrected_dir if corrected_dir is not None and variant.quant in FULL_INTEGER
+                             else saved_model_dir, say)
+                for variant, name in pairs]
 
-    def convert_keras(pairs) -> None:
-        """Convert the source model, with its weights as they are now, into each of `pairs`; the full-integer
-        ones from a bias-corrected export."""
-        with contextlib.ExitStack() as stack:
-            start = time.perf_counter()
-            context = quantize.exported_saved_model(served) if served is not None else _nullpath(src.path)
-            saved_model_dir = stack.enter_context(context)
-            if src.keras_model is not None:
-                report.export_seconds += time.perf_counter() - start
-            corrected_dir = _bias_corrected_export(stack, src.keras_model, served, pairs, calib_inputs, options,
-                                                   report, say)
-            for variant, name in pairs:
-                integer = corrected_dir is not None and variant.quant in FULL_INTEGER
-                convert_one(variant, corrected_dir if integer else saved_model_dir, name)
 
-    plain = [(v, n) for v, n in zip(variants, names) if not v.optimized]
-    optimized = [(v, n) for v, n in zip(variants, names) if v.optimized]
-    if plain:
-        convert_keras(plain)
-    if optimized:
-        from edgevision.convert import optimize
-        from edgevision.convert.tfmot_bridge import weights_copied_back
+def _convert_optimized(plan: _Plan, say) -> List[ConversionResult]:
+    """Fine-tune with tensorflow-model-optimization, then convert the optimised variants."""
+    from edgevision.convert import optimize
+    from edgevision.convert.tfmot_bridge import weights_copied_back
 
-        say(f"fine-tuning with tensorflow-model-optimization: {', '.join(options.optimizations.names())}")
-        start = time.perf_counter()
-        inputs = optimize.NormalizedImages(train_set.pixels, src.preprocess)
-        with contextlib.ExitStack() as stack:
-            correction = _bias_correct_qat_start(stack, src.keras_model, calib_inputs, options, say)
-            tuned = optimize.optimize(src.keras_model, inputs, train_set.labels,
-                                      options.optimizations, progress=say)
-        report.optimize_seconds = time.perf_counter() - start
-        report.warnings.extend(tuned.notes)
-        if options.optimizations.qat:  # a QAT graph only exists in tf_keras: convert it from there
-            report.optimized_bias_correction = correction
-            final = tuned.model
-            if options.tta:
-                from edgevision.convert.tta import with_tta_tf_keras
+    src, options, report = plan.src, plan.options, plan.report
+    say(f"fine-tuning with tensorflow-model-optimization: {', '.join(options.optimizations.names())}")
+    start = time.perf_counter()
+    inputs = optimize.NormalizedImages(plan.train_set.pixels, src.preprocess)
+    with contextlib.ExitStack() as stack:
+        correction = _bias_correct_qat_start(stack, src.keras_model, plan.calib_inputs, options, say)
+        tuned = optimize.optimize(src.keras_model, inputs, plan.train_set.labels, options.optimizations, progress=say)
+    report.optimize_seconds = time.perf_counter() - start
+    report.warnings.extend(tuned.notes)
+    if not options.optimizations.qat:
+        # Pruning and clustering leave the same architecture with new weights: put them back into the Keras
+        # model and convert it exactly as the plain variants are, bias correction of int8 rounding included.
+        with weights_copied_back(tuned.model, tuned.sources):
+            return _convert_keras(plan, plan.optimized, say)
+    report.optimized_bias_correction = correction  # a QAT graph only exists in tf_keras: convert it from there
+    final = tuned.model
+    if options.tta:
+        from edgevision.convert.tta import with_tta_tf_keras
 
-                final = with_tta_tf_keras(tuned.model, options.tta)
-            for variant, name in optimized:
-                convert_one(variant, final, name)
-        else:
-            # Pruning and clustering leave the same architecture with new weights: put them back into the Keras
-            # model and convert it exactly as the plain variants are, bias correction of int8 rounding included.
-            with weights_copied_back(tuned.model, tuned.sources):
-                convert_keras(optimized)
-
-    report.variants = results
-    _write_outputs(report, results, [targets[n] for n in names], src.labels, report_path)
-    return report
+        final = with_tta_tf_keras(tuned.model, options.tta)
+    return [_convert_one(plan, variant, name, final, say) for variant, name in plan.optimized]
 
 
 def _targets(source, variants, options, out, out_dir) -> Dict[str, Path]:
@@ -322,8 +355,8 @@ def _bias_correct_qat_start(stack, model, calib_inputs, options, say) -> Optiona
     """Start QAT (alone, not after pruning or clustering, which change the weights first) from bias-corrected
     weights. QAT fake-quantizes the kernels exactly as TFLite rounds them, so an uncorrected start carries the
     same per-channel output shifts as post-training int8, and a short fine-tune at QAT's small learning rate
-    does not train them all away: on MobileNetV2 the corrected start is where post-training int8 ends (-0.06
-    points) instead of 2.4 points down. The weights are restored when `stack` closes; tfmot has its own copy."""
+    does not train them all away (benchmarks/results/findings.md). The weights are restored when `stack`
+    closes; tfmot has its own copy."""
     opts = options.optimizations
     if not (options.bias_correction and opts.qat and opts.prune is None and opts.cluster is None):
         return None

@@ -45,16 +45,12 @@ def test_every_mode_converts_and_runs_in_the_edge_runtime(all_report, tiny_run):
         interpreter = make_interpreter(data, name=str(v.path))
         detail = interpreter.get_input_details()[0]
         assert tuple(detail["shape"]) == (1, 32, 32, 3)
-        if quant == "int8":
-            assert detail["dtype"] == np.int8 and interpreter.get_output_details()[0]["dtype"] == np.int8
-            assert v.io == ("int8", "int8")
-        else:
-            assert detail["dtype"] == np.float32
-        x = normalize(pixels, PreprocessConfig.load(tiny_run / "preprocess.json"))
-        if detail["dtype"] != np.float32:
-            scale, zero = detail["quantization"]
-            x = np.clip(np.rint(x / scale) + zero, -128, 127).astype(np.int8)
-        interpreter.set_tensor(detail["index"], x)
+        # The default interface: every mode takes the uint8 pixels; int8 scores leave as uint8, others as float32.
+        assert detail["dtype"] == np.uint8 and detail["quantization"] == (1.0, 0)
+        out_type = interpreter.get_output_details()[0]["dtype"]
+        assert out_type == (np.uint8 if quant == "int8" else np.float32)
+        assert v.io == ("uint8", "uint8" if quant == "int8" else "float32")
+        interpreter.set_tensor(detail["index"], pixels)
         interpreter.invoke()
         assert interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).shape == (1, 3)
 
