@@ -2,10 +2,8 @@
 
 TFLite rounds each conv/depthwise kernel per output channel to int8 (symmetric, scale = max|w| / 127). The
 rounding error of one channel's weights is tiny, but when its inputs are all positive (after ReLU6) it does not
-average out: it shifts that channel's output by a fixed amount. On the whole-base fine-tuned MobileNetV2 the
-stem layers' shifts (up to 0.4 on expanded_conv_project, ~5 activation steps) cost 2.4 points of top-1 in int8,
-and as much in int16x8, whose weights are int8 too. (The older model, fine-tuned above block 5 only, lost 0.08:
-its frozen stem weights sat exactly on the int8 grid.)
+average out: it shifts that channel's output by a fixed amount, in int8 and in int16x8 (whose weights are
+int8 too). Weights moved off the int8 grid by fine-tuning suffer most (benchmarks/results/findings.md).
 
 The correction measures each channel's mean output shift on calibration images, mean(conv(x, W_int8 - W)), and
 subtracts it where the converter folds it in: the layer's bias, or the beta of the batch norm that follows.
@@ -22,7 +20,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-CORRECTION_IMAGES = 128  # mean shifts settle fast: 100 images recovered the 2.4 points on MobileNetV2
+CORRECTION_IMAGES = 128  # mean shifts settle fast (benchmarks/results/findings.md)
 BATCH = 16
 INT8_MAX = 127  # TFLite's symmetric weight range is [-127, 127]: -128 is never used for weights
 CONV_TYPES = ("Conv2D", "DepthwiseConv2D")

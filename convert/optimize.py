@@ -29,13 +29,9 @@ KERNEL_LAYERS = ("Conv2D", "DepthwiseConv2D", "Dense")
 BN_RECALIBRATION_BATCHES = 200
 BN_RECALIBRATION_MAX_PASSES = 50  # on a tiny dataset, stop after this many passes over it
 # tfmot's activation ranges start at [-6, 6] and follow an exponential moving average with decay 0.999, so after
-# n training steps they have moved only 1 - 0.999**n of the way to the real ranges. Measured: MobileNetV2 QAT with
-# 157 steps left its residual-add ranges 13.5-14.8 wide where post-training calibration found 46-92, and scored 39 %
-# (float 89.8 %). seed_activation_ranges() now starts them from the float model's activations (74 %). The rest of
-# the gap was tfmot 0.8's depthwise weight quantizer, per tensor in effect (see qat_configs.py): with per-channel
-# depthwise kernels the seeded QAT graph scores 91.7 % before training on 300 validation images (float 93.0 %,
-# tfmot's default 12.0 %), and one epoch of QAT on 5,000 images (157 steps) scored 92.50 % where tfmot's default
-# scored 74.32 % (float 92.82 %, the same model). The CNN with 1,406 steps lost 0.08 points.
+# n training steps they have moved only 1 - 0.999**n of the way to the real ranges: a short QAT run keeps ranges
+# far too narrow. seed_activation_ranges() starts them from the float model's activations, and below this many
+# steps that matters (what it cost and bought: benchmarks/results/findings.md).
 QAT_MIN_STEPS = 2000
 RANGE_SEED_IMAGES = 256  # images whose float activations seed QAT's ranges
 
@@ -126,9 +122,8 @@ def recalibrate_batch_norm(model, x: np.ndarray, batch_size: int) -> int:
     """Re-estimate batch-norm moving statistics for the current weights; returns the batches used.
 
     Pruning and clustering change the weights in the last steps of a short fine-tune, too late for the
-    moving averages (momentum 0.9-0.99) to follow: measured on the test model, pruning to 60 % trained to
-    83-91 % accuracy with batch statistics and then scored 33 % with the stale moving ones. Freezing batch
-    norm instead left the network unable to absorb the change (loss 3-12). So after each such step the
+    moving averages (momentum 0.9-0.99) to follow, and freezing batch norm instead leaves the network unable
+    to absorb the change (benchmarks/results/findings.md). So after each such step the
     statistics are recomputed with forward passes in training mode, no weight update.
     """
     if not any(type(layer).__name__ == "BatchNormalization" for layer in model.layers):

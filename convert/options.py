@@ -24,7 +24,7 @@ DEFAULT_CALIB_SAMPLES = 500  # TFLite's guidance is a few hundred; more barely m
 DEFAULT_FINE_TUNE_EPOCHS = 2
 DEFAULT_FINE_TUNE_LR = 1e-4  # small: the model is already trained; this only lets it adapt to the constraint.
 # QAT only has to adapt to rounding, and Adam at 1e-4 without the training augmentation overfits a trained model:
-# measured on the CIFAR-10 CNN (89.16 % float), 1 QAT epoch gave 87.74 % at 1e-4 and 89.30 % at 1e-5.
+# see benchmarks/results/findings.md.
 DEFAULT_QAT_LR = 1e-5
 
 

@@ -4,10 +4,8 @@ Why: tfmot 0.8's default 8-bit registry gives DepthwiseConv2D the Conv2D weight 
 the kernel's LAST axis. For Conv2D that is the output channels; a depthwise kernel is (h, w, in_channels,
 depth_multiplier), so the last axis is the depth multiplier (1 in MobileNetV2) and the whole kernel shares ONE
 range. TFLite's int8 converter quantizes depthwise kernels per output channel (in_channels x depth_multiplier),
-so the QAT graph simulated a much coarser model than the one that ships. Measured on the CIFAR-10 MobileNetV2
-(float 93.0 % on 300 validation images), with weight and activation ranges set as the first QAT step sets them:
-12.0 % with tfmot's config, 91.7 % with per-channel depthwise kernels; after one QAT epoch on 5,000 images the
-int8 model scored 74.3 % and 92.5 % (float 92.8 %).
+so the QAT graph simulated a much coarser model than the one that ships (what that cost on MobileNetV2:
+benchmarks/results/findings.md).
 
 The fix keeps tfmot's layout transforms (which fold Conv/DepthwiseConv + BatchNorm + ReLU so that no fake-quant
 sits between them, as in the TFLite graph) and only swaps the registry's DepthwiseConv2D config, through a

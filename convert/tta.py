@@ -5,10 +5,7 @@ vectors. Inside the graph the two views travel as one batch (original images fir
 through the unchanged model: no extra weights, one interpreter call, and every TFLite tool that runs the
 file gets the same answers as the edge runtime. The price is twice the compute per image.
 
-Measured on the CIFAR-10 CNN (5,000 validation images), two training seeds: 90.04 % -> 90.50 % and
-91.32 % -> 91.90 % in float, 89.98 % -> 90.42 % and 91.30 % -> 91.90 % in int8. On the fine-tuned
-MobileNetV2 (24 epochs, six seeds) it bought +0.12 to +0.62 points in float, +0.38 on average (an earlier
-16-epoch run gained only +0.08). Mirroring is only right when the classes look the same mirrored
+What it buys on the bundled models is in benchmarks/results/findings.md. Mirroring is only right when the classes look the same mirrored
 (objects, animals: not text, not left/right arrows), which is why it is opt-in.
 """
 

@@ -20,6 +20,8 @@ import numpy as np
 from edgevision.errors import UsageError
 
 RESIZE_MODES = ("stretch", "center_crop")
+#: Largest preprocess.json read: the settings are a few hundred bytes.
+MAX_SETTINGS_BYTES = 1024 * 1024
 COLOR_ORDERS = ("RGB", "BGR")
 
 # The usual normalisations, named so that no model definition repeats their numbers.
@@ -91,13 +93,18 @@ class PreprocessConfig:
 
     @classmethod
     def load(cls, path) -> "PreprocessConfig":
+        from edgevision.edge_runtime.files import read_regular_file
+
         path = Path(path)
+        data = read_regular_file(path, MAX_SETTINGS_BYTES, "preprocessing settings", UsageError)
         try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except OSError as e:
-            raise UsageError(f"cannot read preprocessing settings {path}: {e.strerror}") from e
-        except json.JSONDecodeError as e:
+            doc = json.loads(data.decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise UsageError(f"{path} is not valid JSON: {e}") from e
+        if not isinstance(doc, dict):
+            raise UsageError(f"{path} holds a JSON {type(doc).__name__}; expected an object with input_size, "
+                             "color_order, mean and std")
+        return cls.from_dict(doc)
 
     def save(self, path) -> Path:
         from edgevision.atomic import write_text
@@ -133,11 +140,10 @@ def resize_to_input(image: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     """Crop (if configured) and resize an HxWxC image to the model's input size.
 
     INTER_AREA when shrinking (it averages, so a 720p frame does not alias), bilinear when enlarging.
-    INTER_AREA's general (non-integer ratio) path is slow: 3.4 ms for 720p -> 224x224 on the 2-core
-    reference machine. So a large shrink is done in steps that each stay within 2x, which is all a
-    2x2 average or a bilinear sample needs to keep every pixel: exact 2x2 averages (INTER_AREA's fast
-    integer path) while the image is 4x the target, then bilinear to twice the target, then one more
-    2x2 average. 0.3-0.5 ms for 720p, within 0.6/255 per pixel of INTER_AREA on camera frames.
+    INTER_AREA's general (non-integer ratio) path is slow, so a large shrink is done in steps that each
+    stay within 2x, which is all a 2x2 average or a bilinear sample needs to keep every pixel: exact 2x2
+    averages (INTER_AREA's fast integer path) while the image is 4x the target, then bilinear to twice the
+    target, then one more 2x2 average (timings and error: benchmarks/results/findings.md).
     """
     import cv2
 
