@@ -1,6 +1,9 @@
 """edgevision.convert: Keras models to TensorFlow Lite, with every quantization a device needs.
 
 Importing this package is cheap; TensorFlow is imported when a conversion runs.
+
+This folder is installed as `edgevision.convert`: pyproject.toml's package-dir maps each top-level folder of the
+repository to a subpackage of the one package `edgevision`, so code imports `edgevision.convert.<module>`.
 """
 
 from __future__ import annotations

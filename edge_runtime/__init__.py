@@ -2,6 +2,9 @@
 
 Needs only the `edge` extra (numpy, OpenCV, a LiteRT interpreter). Importing this package is cheap:
 the names below are loaded on first use.
+
+This folder is installed as `edgevision.edge_runtime`: pyproject.toml's package-dir maps each top-level folder of the
+repository to a subpackage of the one package `edgevision`, so code imports `edgevision.edge_runtime.<module>`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from edgevision.benchmarks.conversion_table import describe, load_variants, markdown, rows
+from edgevision.benchmarks.maintainer.conversion_table import describe, load_variants, markdown, rows
 from edgevision.errors import UsageError
 
 

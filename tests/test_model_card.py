@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgevision.benchmarks.bundle_models import model_card
+from edgevision.benchmarks.maintainer.bundle_models import model_card
 
 RUN = {"settings": {"arch": "cnn", "data": "/d/train", "epochs": 35, "batch_size": 256, "seed": 0, "val_split": 0.1},
        "data_source": {"kind": "folder"}, "num_train": 45000, "num_val": 5000, "val_accuracy": 0.8966,

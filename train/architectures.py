@@ -32,7 +32,7 @@ class CNNConfig:
     The last width is 224 rather than 256 to stay under 1.5 M parameters.
 
     How it scores, and against that VGG-style net: the README's model notes and the model card
-    (edgevision/models/cifar10-cnn.md), which benchmarks/reproduce_bundled_models.sh regenerates.
+    (edgevision/models/cifar10-cnn.md), which benchmarks/maintainer/reproduce_bundled_models.sh regenerates.
     """
 
     stem_width: int = 32

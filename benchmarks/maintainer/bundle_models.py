@@ -1,6 +1,6 @@
 """Put a converted model into the package as a bundled model, with a model card saying how it was made.
 
-    python -m edgevision.benchmarks.bundle_models --name cifar10-cnn --run runs/cifar10-cnn \
+    python -m edgevision.benchmarks.maintainer.bundle_models --name cifar10-cnn --run runs/cifar10-cnn \
         --tflite variants/cifar10-cnn/cifar10-cnn-int8.tflite \
         --train-command "edgevision train cnn ..." --convert-command "edgevision convert ..."
 

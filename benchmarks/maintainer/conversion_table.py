@@ -1,6 +1,6 @@
 """The README's "what the conversion costs" table, built from `edgevision convert --report` JSON files.
 
-    python -m edgevision.benchmarks.conversion_table cifar10-cnn=runs/variants/cifar10-cnn ...
+    python -m edgevision.benchmarks.maintainer.conversion_table cifar10-cnn=runs/variants/cifar10-cnn ...
 
 Each NAME=FOLDER contributes every variant of every `*.json` report in FOLDER (as `convert --report` writes
 them), so the published numbers are copied by a program, not by hand. The gzip ratio is against the same

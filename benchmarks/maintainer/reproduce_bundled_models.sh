@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuilds the two bundled models and the published tables with edgevision's own commands.
 #
-#   benchmarks/reproduce_bundled_models.sh CIFAR10_TRAIN_DIR [WORK_DIR]
+#   benchmarks/maintainer/reproduce_bundled_models.sh CIFAR10_TRAIN_DIR [WORK_DIR]
 #
 # CIFAR10_TRAIN_DIR: the 50,000 CIFAR-10 training images, one subfolder per class (or `cifar10` to let Keras
 # download them). MobileNetV2 needs its ImageNet weights in the Keras cache (downloaded on first use).
@@ -59,7 +59,7 @@ done
 # for one view, float 91.32 %), MobileNetV2 94.16 % (float 93.54 %; six seeds as shipped: 92.74-94.16 %, mean 93.34 %).
 bundle() {  # NAME TFLITE CONVERT-COMMAND HARDWARE TRAINING-COMMAND-WORDS... (HARDWARE "": bundle_models' default)
   local m=$1 tflite=$2 convert=$3 hardware=$4; shift 4
-  python -m edgevision.benchmarks.bundle_models --name "$m" --run "$work/$m" --tflite "$tflite" \
+  python -m edgevision.benchmarks.maintainer.bundle_models --name "$m" --run "$work/$m" --tflite "$tflite" \
     --train-command "edgevision $*" --convert-command "$convert" ${hardware:+--hardware "$hardware"}
 }
 bundle cifar10-cnn "$work/variants/cifar10-cnn/cifar10-cnn-int8-flip-tta.tflite" \
