@@ -31,8 +31,9 @@ class CNNConfig:
     Conv -> BN -> ReLU is the order TFLite fuses into one int8 kernel; a residual add is one more int8 op.
     The last width is 224 rather than 256 to stay under 1.5 M parameters.
 
-    How it scores, and against that VGG-style net: the README's model notes and the model card
-    (edgevision/models/cifar10-cnn.md), which benchmarks/maintainer/reproduce_bundled_models.sh regenerates.
+    How it scores: the README's model notes and the model card (edgevision/models/cifar10-cnn.md), which
+    benchmarks/maintainer/reproduce_bundled_models.sh regenerates; its size and that net's score:
+    benchmarks/results/findings.md, "Training".
     """
 
     stem_width: int = 32
@@ -40,7 +41,7 @@ class CNNConfig:
     residual: Tuple[bool, ...] = (True, False, True)
     dropout: float = 0.0
     # A fixed multiplier on the logits while training (ResNet-9's 1/8). Without it the first epoch learned far
-    # less, its loss ending above that of guessing (SGD's first steps grow the logits too fast). It only
+    # less, its loss ending above that of guessing (findings.md, "Training"). It only
     # changes how SGD sees the head, so `fold_logit_scale` moves it into the dense layer for the saved model
     # (a Rescaling layer is something tfmot's pruning and QAT cannot wrap). None: no multiplier.
     logit_scale: Optional[float] = 0.125

@@ -388,7 +388,8 @@ class BatchPlan:
 
     def batch(self, i: int) -> Tuple[np.ndarray, np.ndarray]:
         idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
-        pixels = self._augmented(idx, np.random.default_rng([self.seed, self.epoch, i])) if self.augment else self.x[idx]
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        pixels = self._augmented(idx, rng) if self.augment else self.x[idx]
         return normalize(pixels, self.preprocess), self.targets[idx]
 
     def _augmented(self, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:

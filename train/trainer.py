@@ -42,7 +42,8 @@ _RESUME_IGNORED = {"out", "resume", "verbose"}
 CUTOUT_FRACTION = 4
 
 #: Default decoupled weight decay per architecture (AdamW takes 1/100 of it, see `_compile`). MobileNetV2's is
-#: ten times the CNN's: in a 12-epoch sweep at 160 px it validated better at 0.05 than at 0.005.
+#: ten times the CNN's: it validated better at 0.05 than at 0.005 (benchmarks/results/findings.md,
+#: "Training").
 WEIGHT_DECAY = {"cnn": 5e-3, "mobilenetv2": 5e-2}
 
 #: Default label smoothing per architecture. The residual CNN uses ResNet-9's 0.2; MobileNetV2 keeps the 0.1 its
@@ -70,11 +71,11 @@ class TrainSettings:
     cutout: Optional[int] = None  # side of the cutout square in pixels; None: the architecture's default
     limit_per_class: Optional[int] = None
     # MobileNetV2 only
-    input_size: int = 160  # as accurate as 224 px in a 12-epoch comparison, at about half the compute
+    input_size: int = 160  # as accurate as 224 px at about half the compute (findings.md, "Training")
     alpha: float = 1.0
     weights: Optional[str] = "imagenet"
     head_epochs: int = 2
-    fine_tune_layers: Optional[int] = None  # None: the whole base, which beat fine-tuning its top 100 layers
+    fine_tune_layers: Optional[int] = None  # None: the whole base, which beat its top 100 (findings.md)
     fine_tune_learning_rate: float = 3e-4
 
     def __post_init__(self):
@@ -117,8 +118,8 @@ class RunResult:
 def cutout_for(settings: TrainSettings, side: int) -> int:
     """Cutout is on by default because both models overfit without it (training accuracy far above validation
     accuracy). With it the CNN validated better, and MobileNetV2's training accuracy came down without costing
-    validation accuracy, which left room for the longer runs the shipped recipes use (the README's model notes
-    and the model cards have their results)."""
+    validation accuracy, which left room for the longer runs the shipped recipes use (the figures:
+    benchmarks/results/findings.md, "Training"; the shipped models' own: their cards)."""
     if settings.cutout is not None:
         return settings.cutout
     return side // CUTOUT_FRACTION
@@ -182,8 +183,8 @@ def _save_checkpoint(out: Path, model, epoch: int, phase: str, history: List[dic
 # Keras' fit(shuffle=True) also shuffles the order of a PyDataset's batches each epoch, with Python's global
 # `random` (one random.shuffle per epoch, in py_dataset_adapter). Our batches are a pure function of
 # (seed, epoch, batch), but their order is not: a resumed process would draw a different order from the
-# seed than the uninterrupted one did at that epoch, and the two runs drift apart within a few epochs. So the
-# generator's state is saved with every checkpoint and put back just before a resumed fit().
+# seed than the uninterrupted one did at that epoch, and the runs drift apart (findings.md, "Training"). So
+# the generator's state is saved with every checkpoint and put back just before a resumed fit().
 def _python_random_state() -> list:
     import random
 
@@ -256,8 +257,8 @@ def _recompile_keeping_state(model, phase: Phase, settings: TrainSettings, steps
 
     A loaded checkpoint's optimizer is rebuilt from get_config(), which does not hold
     `exclude_from_weight_decay`: used as loaded, it decays batch-norm scales and biases after a resume, and
-    the resumed run drifts from the uninterrupted one within a few epochs. So compile afresh and copy the
-    saved variables (iterations, momenta) into the new optimizer.
+    the resumed run drifts from the uninterrupted one (benchmarks/results/findings.md, "Training"). So
+    compile afresh and copy the saved variables (iterations, momenta) into the new optimizer.
     """
     import keras
 
@@ -295,7 +296,7 @@ def _set_trainable_for_phase(model, phase: Phase, settings: TrainSettings) -> No
 def chance_level_warning(accuracy: float, num_classes: int, num_val: int) -> Optional[str]:
     """A run that diverged still ends with "done"; say so. Seen: MobileNetV2 fine-tuned at a peak learning rate
     of 1e-3 collapsed to a constant output (chance accuracy, the loss of guessing) with no error from the
-    framework."""
+    framework (benchmarks/results/findings.md, "Training")."""
     chance = 1 / num_classes
     # Below ~100 validation images, chance-level accuracy is too noisy to mean anything.
     if num_val < 100 or accuracy > 1.5 * chance:
