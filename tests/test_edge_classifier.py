@@ -326,3 +326,40 @@ def test_tflite_runtime_gives_the_same_scores(models, photos, reference_model, i
                 np.testing.assert_allclose(theirs, ours, atol=1e-5)
             else:  # XNNPACK and the legacy int8 kernels requantize differently: a few output steps (9 seen)
                 assert np.abs(theirs - ours).max() <= 12 * quant[0] + 1e-6
+
+
+def test_classify_times_its_stages_and_has_batch_forms():
+    """One classify: the same answer with or without stage timings, with a score adjustment, and in batches."""
+    from edgevision.edge_runtime.classifier import ClassifyTimings
+
+    clf = Classifier("cifar10-cnn", trusted=True)
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, size=(24 + 9 * i, 40, 3), dtype=np.uint8) for i in range(4)]
+    timings = ClassifyTimings()
+    for image in images:
+        plain = clf.classify(image, top_k=3)
+        assert clf.classify(image, top_k=3, timings=timings) == plain
+        assert timings.prepare_ns > 0 and timings.invoke_ns > 0 and timings.postprocess_ns > 0
+        assert timings.total_ms == pytest.approx(timings.prepare_ms + timings.invoke_ms + timings.postprocess_ms)
+        # The adjustment sees the probabilities and decides the ranking: reversed scores rank last first.
+        scores = clf.scores(image)
+        flipped = clf.classify(image, top_k=3, adjust_scores=lambda s: 1 - s)
+        assert [c.index for c in flipped] == sorted(range(10), key=lambda i: (scores[i], i))[:3]
+    assert clf.classify_batch(images, top_k=2) == [clf.classify(i, top_k=2) for i in images]
+    batch = clf.scores_batch(images)
+    assert batch.shape == (4, 10) and np.array_equal(batch, np.stack([clf.scores(i) for i in images]))
+    tensors = [clf.prepare(i) for i in images]
+    assert np.array_equal(clf.scores_batch(tensors, prepared=True), batch)
+    assert np.array_equal(clf.invoke_batch(tensors), np.concatenate([clf.invoke(t) for t in tensors]))
+    assert clf.scores_batch([]).shape == (0, 10)
+    with pytest.raises(UsageError, match="build it with Classifier.prepare"):
+        clf.invoke_batch([np.zeros((1, 8, 8, 3), np.float32)])
+
+
+def test_one_probability_check():
+    from edgevision.edge_runtime.classifier import looks_like_probabilities, softmax
+
+    logits = np.array([[2.0, -1.0, 0.5]], np.float32)
+    assert not looks_like_probabilities(logits) and looks_like_probabilities(softmax(logits))
+    near = np.array([[0.5, 0.47, 0.0]], np.float32)  # a quantized softmax is off by up to half a step per class
+    assert looks_like_probabilities(near, quantized=True) and not looks_like_probabilities(near)
