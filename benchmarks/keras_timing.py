@@ -15,11 +15,11 @@ from edgevision.errors import ModelError, require
 
 
 def _load_keras(path: Path):
-    keras = require("keras", "train", "--compare-tf (timing the Keras model)")
-    try:
-        return keras.saving.load_model(str(path), compile=False)
-    except Exception as e:  # Keras raises ValueError/OSError/TypeError for files it cannot read
-        raise ModelError(f"cannot load the Keras model {path} ({type(e).__name__}: {e})".splitlines()[0]) from e
+    """Through the loader predict and convert use: it refuses code-carrying layers before Keras runs them."""
+    require("keras", "train", "--compare-tf (timing the Keras model)")
+    from edgevision.convert.loading import load_keras
+
+    return load_keras(path)
 
 
 def time_keras(task: Dict[str, Any]) -> Dict[str, Any]:

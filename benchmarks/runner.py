@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 Progress = Optional[Callable[[str], None]]
 
 BACKEND_CHOICES = ("auto", "ai-edge-litert", "tflite-runtime")
-KERAS_SUFFIXES = (".keras", ".h5")
 #: What a Keras run directory (written by `edgevision train`) holds.
 RUN_DIR_MODEL = "model.keras"
 CHILD_MODULE = "edgevision.benchmarks.child"
@@ -110,28 +109,26 @@ def resolve_models(refs: Sequence[str], compare_tf: bool = False) -> List[ModelS
     """Model arguments -> specs. Accepts bundled names, .tflite files, folders of .tflite files, and (with
     compare_tf) .keras files or training run directories. A missing path is a ModelError before anything runs.
     """
-    from edgevision.bundled import resolve_model
+    from edgevision.edge_runtime.model_ref import resolve_model_ref
 
     if not refs:
         raise UsageError("give at least one model: a .tflite file, a folder of them, or a bundled model name")
     specs: List[Tuple[str, Path, str]] = []
     for ref in refs:
-        path = resolve_model(ref)
-        if path.is_dir():
-            if (path / RUN_DIR_MODEL).is_file():
-                specs.append((str(ref), path / RUN_DIR_MODEL, "keras"))
-                continue
-            found = sorted(path.glob("*.tflite"))
+        folder = Path(str(ref)).expanduser()
+        if folder.is_dir() and not any((folder / f).is_file() for f in (RUN_DIR_MODEL, "saved_model.pb")):
+            found = sorted(folder.glob("*.tflite"))  # a folder of variants, e.g. from `convert --all`
             if not found:
                 raise UsageError(
-                    f"{path} is a folder with no .tflite files and no {RUN_DIR_MODEL}; give .tflite files, "
+                    f"{folder} is a folder with no .tflite files and no {RUN_DIR_MODEL}; give .tflite files, "
                     "a folder of them (e.g. the output of `edgevision convert --all`) or a training run directory"
                 )
             specs.extend((str(p), p, "tflite") for p in found)
-        elif path.suffix.lower() in KERAS_SUFFIXES:
-            specs.append((str(ref), path, "keras"))
-        else:
-            specs.append((str(ref), path, "tflite"))
+            continue
+        model = resolve_model_ref(ref)
+        if model.kind == "saved_model":
+            raise UsageError(f"{model.path} is a SavedModel; `edgevision bench` measures .tflite files: convert it first")
+        specs.append((str(ref), model.model_file, "keras" if model.is_keras else "tflite"))
     if not compare_tf:
         keras = [label for label, _, kind in specs if kind == "keras"]
         if keras:
@@ -163,26 +160,13 @@ def _short_labels(items: Sequence[Tuple[str, Path]]) -> List[str]:
 
 
 def find_keras_source(tflite_path: Path) -> Optional[Path]:
-    """The Keras model a .tflite was converted from: named in its metadata ("source"), or beside it."""
-    from edgevision.edge_runtime.metadata import read_metadata
-
-    candidates: List[Path] = []
-    try:
-        meta = read_metadata(tflite_path.read_bytes()) or {}
-    except Exception:  # unreadable metadata: fall back to the neighbours
-        meta = {}
-    source = meta.get("source")
-    if isinstance(source, dict):
-        source = source.get("path") or source.get("run_dir") or source.get("model")
-    if isinstance(source, str) and source:
-        src = Path(source).expanduser()
-        if not src.is_absolute():
-            src = tflite_path.parent / src
-        candidates += [src, src / RUN_DIR_MODEL]
-    candidates += [tflite_path.with_suffix(".keras"), tflite_path.parent / RUN_DIR_MODEL,
-                   tflite_path.parent.parent / RUN_DIR_MODEL]
+    """The Keras model a .tflite was converted from, looked for beside it: `<stem>.keras`, or the run directory
+    it sits in (or below). Never a path named inside the file: a downloaded model must not choose what is
+    loaded. What is found is loaded through convert.loading's checks, like predict and convert do."""
+    candidates = [tflite_path.with_suffix(".keras"), tflite_path.parent / RUN_DIR_MODEL,
+                  tflite_path.parent.parent / RUN_DIR_MODEL]
     for c in candidates:
-        if c.is_file() and c.suffix.lower() in KERAS_SUFFIXES:
+        if c.is_file():
             return c.resolve()
     return None
 

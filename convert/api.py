@@ -266,7 +266,8 @@ def _describe_source(src) -> dict:
     d["classes"] = len(src.labels)
     d["input_size"] = list(src.preprocess.input_size)
     if src.run is not None:
-        d["run"] = {k: src.run.settings[k] for k in ("model", "data", "epochs", "seed") if k in src.run.settings}
+        command = src.run.command  # what `edgevision train` was given
+        d["run"] = {k: command[k] for k in ("model", "data", "epochs", "seed") if k in command}
     return d
 
 

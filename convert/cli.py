@@ -89,7 +89,6 @@ def convert(model, quant, out, all_modes, out_dir, io, calib_dir, calib_samples,
       edgevision convert runs/cnn --quant int8 --tta flip --out cnn-int8-flip.tflite
       edgevision convert model.keras --labels labels.txt --preprocess preprocess.json --calib images/ --quant int8
     """
-    from edgevision.bundled import resolve_model
     from edgevision.convert import api
 
     if all_modes and out is not None:
@@ -107,7 +106,7 @@ def convert(model, quant, out, all_modes, out_dir, io, calib_dir, calib_samples,
                              bias_correction=not no_bias_correction)
     from edgevision.native_log import quiet_native_stderr
 
-    source = resolve_model(model)
+    source = model  # convert.loading resolves it (edge_runtime.model_ref), as every command does
     progress = None if quiet else (lambda message: click.echo(f"... {message}", err=True))
     with quiet_native_stderr():
         if all_modes:

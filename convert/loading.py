@@ -2,7 +2,10 @@
 
 A `.keras` file's config can name a Lambda layer whose Python bytecode runs when the model is loaded. So the
 config is read from the archive and inspected *before* Keras deserialises anything; Keras' own safe mode stays
-on as a second line; and only an explicit `unsafe_load=True` (`--unsafe-load`) loads such a model.
+on as a second line; and only an explicit `unsafe_load=True` (`--unsafe-load`) loads such a model. The config
+is read with a cap, checked against its declared size before anything is inflated: a 3 KB file whose config
+inflated to 3 GB took the check itself down. A SavedModel's graph is code too: graphs with file, process or
+network operations are refused the same way (`convert.saved_model_scan`).
 
 Sources: a run directory from `edgevision train`, a `.keras` file, or a TensorFlow SavedModel directory.
 Labels and preprocessing come from the run directory, from files beside the model, or from explicit
@@ -17,12 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Tuple
 
+from edgevision.edge_runtime.files import check_regular_file, read_regular_file
 from edgevision.edge_runtime.labels import align_labels, load_labels
+from edgevision.edge_runtime.model_ref import KERAS, RUN, SAVED_MODEL  # one set of kind names
 from edgevision.edge_runtime.preprocess import PreprocessConfig
-from edgevision.errors import EdgeVisionError, LabelsError, ModelError, UsageError, first_line
+from edgevision.errors import EdgeVisionError, LabelsError, ModelError, UsageError, first_line, require
 
-KERAS, SAVED_MODEL, RUN = "keras", "saved_model", "run"
+
 LABELS_FILE, PREPROCESS_FILE = "labels.txt", "preprocess.json"
+#: Largest model config read from a .keras archive: the configs of large image classifiers are a few MB.
+MAX_KERAS_CONFIG_BYTES = 64 * 1024 * 1024
+#: Largest saved_model.pb read for the safety check (protobuf's own limit is 2 GB; weights live beside it).
+MAX_SAVED_MODEL_PB_BYTES = 1024 * 1024 * 1024
 
 #: Layer classes whose config carries Python code (bytecode or a lambda) that runs on load.
 CODE_CARRYING_LAYERS = ("Lambda",)
@@ -57,38 +66,24 @@ def open_source(source, labels: Optional[Path] = None, preprocess: Optional[Path
                 unsafe_load: bool = False) -> SourceModel:
     """Everything but the model itself (cheap: no TensorFlow): format, labels, preprocessing, and for a
     .keras file the safety check of its config, so bad input fails before the slow part."""
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise ModelError(f"model {str(source)!r} does not exist (expected a run directory, a .keras file or a SavedModel folder)")
-    run = None
-    if path.is_dir() and (path / "saved_model.pb").is_file():
-        kind, model_path, name = SAVED_MODEL, path, path.name
-        side = path
-    elif path.is_dir():
-        from edgevision.train.run_dir import MODEL, load_run
+    from edgevision.edge_runtime.model_ref import TFLITE, resolve_model_ref
 
-        if not (path / MODEL).is_file():
-            raise ModelError(
-                f"{path} is a folder without {MODEL} or saved_model.pb; expected a run directory from "
-                "`edgevision train`, a .keras file or a SavedModel folder"
-            )
-        run = load_run(path)
-        kind, model_path, name, side = RUN, run.model_path, path.name, path
-    elif path.suffix == ".keras":
-        kind, model_path, name, side = KERAS, path, path.stem, path.parent
-    elif path.suffix in (".h5", ".hdf5"):
-        raise ModelError(
-            f"{path}: legacy HDF5 models are not accepted (their loader has no safe mode); "
-            "re-save the model in the .keras format (model.save('model.keras'))"
-        )
-    elif path.suffix == ".tflite":
+    ref = resolve_model_ref(source)  # the kinds there are KERAS, RUN and SAVED_MODEL here
+    path, run, kind, model_path, name = ref.path, None, ref.kind, ref.model_file, ref.name
+    if kind == TFLITE:
         raise UsageError(f"{path} is already a TensorFlow Lite model; convert takes a Keras model or a run directory")
-    else:
-        raise ModelError(f"{path}: unknown model format (expected a run directory, a .keras file or a SavedModel folder)")
+    require_keras("converting a model to TensorFlow Lite", tensorflow=True)  # before the slow part, not in it
+    if kind == RUN:
+        from edgevision.train.run_dir import load_run
+
+        run = load_run(path)
+    side = path if path.is_dir() else path.parent
 
     label_list = _labels(labels, run, side, path)
     config = _preprocess(preprocess, run, side, path)
-    if kind != SAVED_MODEL:
+    if kind == SAVED_MODEL:
+        check_saved_model(model_path, unsafe_load)
+    else:
         check_keras_file(model_path, unsafe_load)
     return SourceModel(path=path, kind=kind, name=name, labels=label_list, preprocess=config, run=run)
 
@@ -127,14 +122,21 @@ def _preprocess(explicit, run, side: Path, path: Path) -> PreprocessConfig:
 
 
 # --- Keras ---------------------------------------------------------------------------------------------
-def keras_config(path: Path) -> dict:
-    """The model config inside a .keras archive, read without deserialising anything."""
+def keras_config(path: Path, max_bytes: int = MAX_KERAS_CONFIG_BYTES) -> dict:
+    """The model config inside a .keras archive, read without deserialising anything and never inflating more
+    than `max_bytes` (ModelError for a config declaring more, or inflating past what it declares)."""
+    check_regular_file(path, "model", ModelError)  # a FIFO or a device would block or never end
     try:
         with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-            if "config.json" not in names:
-                raise ModelError(f"{path} is not a Keras model archive (config.json is missing); the file is corrupt or not a .keras file")
-            return json.loads(archive.read("config.json"))
+            try:
+                info = archive.getinfo("config.json")
+            except KeyError:
+                raise ModelError(f"{path} is not a Keras model archive (config.json is missing); the file is corrupt or not a .keras file") from None
+            if info.file_size > max_bytes:
+                raise ModelError(f"{path}: its config.json declares {info.file_size} bytes, more than the "
+                                 f"{max_bytes} a model config may be; the file is damaged or not a model")
+            with archive.open(info) as member:  # zipfile inflates no more than the declared size
+                return json.loads(member.read(max_bytes + 1))
     except zipfile.BadZipFile as e:
         raise ModelError(f"{path} is not a valid .keras file (not a zip archive): it is corrupt or truncated") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -180,6 +182,7 @@ def check_keras_file(path: Path, unsafe_load: bool = False) -> None:
 def load_keras(path: Path, unsafe_load: bool = False):
     """Load a .keras model with safe mode on; refuse code-carrying layers unless `unsafe_load`."""
     check_keras_file(path, unsafe_load)
+    require_keras("loading a Keras model")
     import keras
 
     try:
@@ -190,10 +193,38 @@ def load_keras(path: Path, unsafe_load: bool = False):
         raise ModelError(f"cannot load Keras model {path}: {first_line(e, 300)}") from e
 
 
-# --- SavedModel ----------------------------------------------------------------------------------------
-def load_saved_model(path: Path):
-    import tensorflow as tf
+def require_keras(purpose: str, tensorflow: bool = False) -> None:
+    """DependencyError with the install hint `train` gives when Keras (with `tensorflow`, TensorFlow too) is not
+    installed, instead of `internal error: No module named 'keras'` from deep inside a command. Checked
+    without importing either, so a command can ask first and fail before its slow part."""
+    import importlib.util
 
+    for module in ("keras", "tensorflow") if tensorflow else ("keras",):
+        if importlib.util.find_spec(module) is None:
+            require(module, "train", purpose)  # raises the DependencyError naming the extra
+
+
+# --- SavedModel ----------------------------------------------------------------------------------------
+def check_saved_model(path: Path, unsafe_load: bool = False) -> None:
+    """ModelError for a SavedModel whose graph has file, process or network operations, unless `unsafe_load`."""
+    from edgevision.convert.saved_model_scan import GraphFormatError, unsafe_operations
+
+    pb = path / "saved_model.pb"
+    data = read_regular_file(pb, MAX_SAVED_MODEL_PB_BYTES, "SavedModel graph", ModelError)
+    try:
+        risky = unsafe_operations(data)
+    except GraphFormatError as e:
+        raise ModelError(f"{pb} is not a SavedModel graph ({e}); the file is corrupt") from e
+    if risky and not unsafe_load:
+        raise ModelError(
+            f"SavedModel {path} has operations that reach outside the model ({', '.join(risky[:6])}): its graph "
+            "runs when it is converted and evaluated, so a model from someone else could read or write files or "
+            "run code on this machine; refusing to load it. If you trust where it came from, pass --unsafe-load"
+        )
+
+
+def load_saved_model(path: Path):
+    tf = require("tensorflow", "train", "loading a SavedModel")
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as e:

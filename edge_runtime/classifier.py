@@ -102,7 +102,7 @@ class Classifier:
     def __init__(self, model_path, num_threads: Optional[int] = None, backend: str = "auto",
                  labels: Union[None, str, os.PathLike, Sequence[str]] = None, trusted: bool = False,
                  preprocess: Union[None, PreprocessConfig, dict, str, os.PathLike] = None):
-        from edgevision.bundled import resolve_model
+        from edgevision.edge_runtime.model_ref import tflite_ref
         from edgevision.edge_runtime import safety
         from edgevision.edge_runtime.interpreter import (
             check_num_threads,
@@ -112,7 +112,7 @@ class Classifier:
         from edgevision.edge_runtime.model_metadata import read_model_metadata
 
         self._num_threads = check_num_threads(num_threads)
-        self._path = resolve_model(model_path)
+        self._path = tflite_ref(model_path, "the Classifier").model_file
         name = str(model_path)
         data = _read_model(self._path, name)
         self._model_bytes = len(data)
@@ -470,12 +470,11 @@ class Classifier:
 
 # --- helpers ---------------------------------------------------------------------------------------
 def _read_model(path: Path, name: str) -> bytes:
+    from edgevision.edge_runtime.files import MAX_MODEL_BYTES, read_regular_file
+
     if path.is_dir():
         raise ModelError(f"{name} is a directory; expected a .tflite file")
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise ModelError(f"cannot read model {name}: {e.strerror}") from e
+    return read_regular_file(path, MAX_MODEL_BYTES, "model", ModelError)
 
 
 def _as_preprocess(value) -> PreprocessConfig:

@@ -71,8 +71,8 @@ def classify(model, source, labels, top_k, threads, backend, trusted, headless, 
       edgevision classify -m model.tflite -s clip.mp4 --headless --save annotated.mp4
       edgevision classify -m model.tflite -s photos/ --top-k 5 > results.jsonl
     """
-    from edgevision.bundled import resolve_model
     from edgevision.edge_runtime.capture import LiveSettings
+    from edgevision.edge_runtime.model_ref import tflite_ref
     from edgevision.edge_runtime.pipeline import PipelineSettings
     from edgevision.edge_runtime.sources import parse_source
 
@@ -83,7 +83,7 @@ def classify(model, source, labels, top_k, threads, backend, trusted, headless, 
         from edgevision.edge_runtime.recording import check_video_target
 
         check_video_target(Path(save))
-    model_path = resolve_model(model)
+    model_path = tflite_ref(model, "classify").model_file
     live = LiveSettings(stall_timeout_s=stall_timeout, reconnect_attempts=reconnect)
 
     from edgevision.edge_runtime.display import display_available

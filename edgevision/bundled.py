@@ -56,18 +56,6 @@ def bundled_path(name: str) -> Path:
     return path
 
 
-def resolve_model(ref) -> Path:
-    """A bundled model name or a path -> an existing path (ModelError otherwise)."""
-    ref_str = str(ref)
-    if ref_str in BUNDLED and not Path(ref_str).exists():
-        return bundled_path(ref_str)
-    path = Path(ref_str).expanduser()
-    if not path.exists():
-        hint = f" (bundled models: {', '.join(BUNDLED)})" if "/" not in ref_str and "." not in ref_str else ""
-        raise ModelError(f"model {ref_str!r} does not exist{hint}")
-    return path
-
-
 def list_bundled() -> List[BundledModel]:
     from edgevision.edge_runtime.model_metadata import read_model_metadata
 

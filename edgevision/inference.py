@@ -93,29 +93,17 @@ def load_predictor(
     fits a 1000-output model. `preprocess` (a preprocess.json) overrides the model's own preprocessing.
     Anything assumed rather than read from the model is said in `predictor.notes`.
     """
-    from edgevision.bundled import MODELS_DIR, resolve_model
-    from edgevision.edge_runtime.metadata import is_tflite
+    from edgevision.edge_runtime.model_ref import RUN, TFLITE, resolve_model_ref
 
-    path = resolve_model(ref)
-    if path.is_dir():
-        return _load_run_dir(path, labels, preprocess)
-    if path.suffix.lower() == ".tflite" or _sniff_tflite(path, is_tflite):
-        trusted = path.resolve().parent == MODELS_DIR  # shipped inside the package, verified at build time
-        return _load_tflite(path, labels, preprocess, num_threads, backend, trusted)
-    if path.suffix.lower() == ".keras":
-        return _load_keras_file(path, labels, preprocess)
-    raise ModelError(
-        f"{path}: unknown model format {path.suffix or '(no extension)'!r}; expected a run directory from "
-        "`edgevision train`, a .keras file, a .tflite file or a bundled model name"
-    )
-
-
-def _sniff_tflite(path: Path, is_tflite) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return bool(is_tflite(f.read(16)))
-    except OSError:
-        return False
+    model = resolve_model_ref(ref)
+    if model.kind == TFLITE:  # a bundled file was verified when it was bundled
+        return _load_tflite(model.path, labels, preprocess, num_threads, backend, model.bundled)
+    if model.kind == RUN:
+        return _load_run_dir(model.path, labels, preprocess)
+    if model.is_keras:
+        return _load_keras_file(model, labels, preprocess)
+    raise ModelError(f"{model.path} is a SavedModel; predict and evaluate run .tflite and Keras models: convert it "
+                     "first (edgevision convert)")
 
 
 def _load_tflite(path: Path, labels, preprocess, num_threads, backend, trusted) -> TFLitePredictor:
@@ -123,49 +111,25 @@ def _load_tflite(path: Path, labels, preprocess, num_threads, backend, trusted) 
 
     classifier = Classifier(str(path), num_threads=num_threads, backend=backend, labels=labels, trusted=trusted,
                             preprocess=preprocess)
-    notes = []
-    if classifier.preprocess_source == "inferred":
-        p = classifier.preprocess
-        notes.append(
-            f"{path.name} carries no edgevision metadata: preprocessing inferred from its input tensor "
-            f"({p.input_size[0]}x{p.input_size[1]} {p.color_order}, mean {p.mean[0]:g}, std {p.std[0]:g}); "
-            "pass --preprocess FILE.json if that is wrong"
-        )
-    return TFLitePredictor(classifier=classifier, path=path, notes=notes)
+    return TFLitePredictor(classifier=classifier, path=path, notes=classifier.notes)
 
 
 def _load_run_dir(path: Path, labels, preprocess) -> KerasPredictor:
-    from edgevision.train.run_dir import MODEL, is_run_dir, load_run
+    from edgevision.train.run_dir import load_run
 
-    if not is_run_dir(path) and not (path / MODEL).is_file():
-        raise ModelError(
-            f"{path} is a folder but not a run directory (no {MODEL}, labels.txt, preprocess.json); expected a "
-            "run directory from `edgevision train`, a .keras file, a .tflite file or a bundled model name"
-        )
     run = load_run(path)
     label_list = load_labels(labels) if labels is not None else list(run.labels)
     config = PreprocessConfig.load(preprocess) if preprocess is not None else run.preprocess
     return _keras_predictor(run.model_path, label_list, config, [])
 
 
-def _load_keras_file(path: Path, labels, preprocess) -> KerasPredictor:
-    from edgevision.train.run_dir import LABELS, PREPROCESS
-
-    notes: List[str] = []
-    side = path.parent
-    if labels is not None:
-        label_list = load_labels(labels)
-    elif (side / LABELS).is_file():
-        label_list = load_labels(side / LABELS)
-    else:
-        label_list = None  # filled in with class indices once the output size is known
-    if preprocess is not None:
-        config = PreprocessConfig.load(preprocess)
-    elif (side / PREPROCESS).is_file():
-        config = PreprocessConfig.load(side / PREPROCESS)
-    else:
-        config = None  # inferred from the input shape once the model is loaded
-    return _keras_predictor(path, label_list, config, notes)
+def _load_keras_file(model, labels, preprocess) -> KerasPredictor:
+    """A .keras file with the labels and preprocessing given, or beside it (model_ref found them), or assumed."""
+    labels = labels if labels is not None else model.labels_file
+    preprocess = preprocess if preprocess is not None else model.preprocess_file
+    label_list = load_labels(labels) if labels is not None else None  # None: class indices, once the size is known
+    config = PreprocessConfig.load(preprocess) if preprocess is not None else None  # None: from the input shape
+    return _keras_predictor(model.model_file, label_list, config, [])
 
 
 def _keras_predictor(model_path: Path, label_list, config, notes: List[str]) -> KerasPredictor:

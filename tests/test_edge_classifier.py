@@ -80,15 +80,20 @@ def test_reference_model_names_the_cat_and_the_uniform(reference, cat_image, gra
     assert reference.classify(read_image(camera_frame), top_k=1)[0].label == "Egyptian cat"  # a 720p frame
     assert reference.num_classes == 1001 and reference.labels[0] == "background"
     assert (reference.input_shape, reference.input_dtype, reference.quantization) == ((1, 224, 224, 3), "uint8", "uint8")
-    assert reference.preprocess_source == "inferred" and reference.metadata is None
+    # Labels and normalisation come from the file's standard metadata; it has no edgevision document.
+    assert reference.preprocess_source == "metadata" and reference.labels_source == "argument"
+    assert reference.preprocess.mean == (127.5,) * 3 and reference.metadata is None
     assert reference.output_kind == "probabilities"  # a quantized softmax output is recognised as one
 
 
 def test_reference_model_matches_the_textbook_route(reference, cat_image):
+    """The metadata's mean = std = 127.5 is within one step of the input quantization's own 128/128 (scale 1/128,
+    zero point 128), so the runtime feeds the pixels themselves: exactly the textbook route at 128/128."""
     image = read_image(cat_image)
-    np.testing.assert_allclose(
-        reference.scores(image), textbook_scores(reference.model_path, image, reference.preprocess), atol=1e-7
-    )
+    exact = PreprocessConfig(reference.input_size, mean=(128.0,) * 3, std=(128.0,) * 3)
+    np.testing.assert_allclose(reference.scores(image), textbook_scores(reference.model_path, image, exact), atol=1e-7)
+    stated = textbook_scores(reference.model_path, image, reference.preprocess)
+    assert stated.argmax() == reference.scores(image).argmax()
 
 
 def test_colour_order_batch_and_staged_api_agree(reference, cat_image, grace_hopper_image):

@@ -225,7 +225,7 @@ def test_model_reference_errors(tiny_tflite, tiny_folder, tmp_path):
     proc, _ = run_light("evaluate", odd, "--data", tiny_folder)
     assert "unknown model format" in one_error_line(proc)
     proc, _ = run_light("evaluate", tmp_path, "--data", tiny_folder)
-    assert "not a run directory" in one_error_line(proc)
+    assert "a folder without model.keras or saved_model.pb" in one_error_line(proc)
     proc, _ = run_light("predict", tiny_tflite["tflite"], "x.jpg", "--top-k", 0)
     assert "--top-k must be at least 1" in one_error_line(proc, code=2)
     proc, _ = run_light("evaluate", tiny_tflite["tflite"], "--data", tmp_path / "missing")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from edgevision.benchmarks.maintainer.bundle_models import model_card
+from edgevision.bundled import bundled_path
 
 RUN = {"settings": {"arch": "cnn", "data": "/d/train", "epochs": 35, "batch_size": 256, "seed": 0, "val_split": 0.1},
        "data_source": {"kind": "folder"}, "num_train": 45000, "num_val": 5000, "val_accuracy": 0.8966,
@@ -11,8 +12,8 @@ BC = {"method": "empirical bias correction of int8 weight rounding", "images": 1
 
 
 def card(tmp_path, note="", **meta):
-    path = tmp_path / "m.tflite"
-    path.write_bytes(b"\0" * 10)
+    path = tmp_path / "m.tflite"  # a real file: the card's file section is read from its metadata
+    path.write_bytes(bundled_path("cifar10-cnn").read_bytes())
     base = {"quantization": "int8", "labels": ["a", "b"], "metrics": {"accuracy": 0.9302, "agreement": 0.98}}
     return model_card("cifar10-cnn", RUN, {**base, **meta}, path, "edgevision train ...", "edgevision convert ...",
                       note=note)
@@ -50,3 +51,9 @@ def test_a_note_sits_under_the_accuracy_table(tmp_path):
     accuracy, rest = card(tmp_path, note=note).split("## The file")
     assert note in accuracy and note not in rest
     assert "seeds" not in card(tmp_path)
+
+
+def test_the_file_section_says_the_interface_and_the_licence(tmp_path):
+    rest = card(tmp_path).split("## The file")[1]
+    assert "uint8 (0-255); the graph normalises them with mean [125.6" in rest
+    assert "TFLITE_METADATA" in rest and "Licence: Apache-2.0" in rest and "Labels: airplane, automobile" in rest

@@ -154,3 +154,45 @@ def test_reference_model_needs_no_labels_option(reference_model, cat_image):
     assert clf.labels_source == "metadata" and clf.preprocess_source == "metadata"
     assert clf.preprocess.mean == (127.5, 127.5, 127.5)
     assert clf.classify(str(cat_image), top_k=1)[0].label == "Egyptian cat"
+
+
+# --- one resolver ----------------------------------------------------------------------------------------
+def test_resolver_names_each_kind_and_its_files(tiny_run, tmp_path):
+    from edgevision.edge_runtime.model_ref import RUN, TFLITE, resolve_model_ref
+
+    bundled = resolve_model_ref("cifar10-cnn")
+    assert bundled.kind == TFLITE and bundled.bundled and bundled.model_file == bundled_path("cifar10-cnn")
+    run = resolve_model_ref(tiny_run)
+    assert run.kind == RUN and run.model_file == tiny_run / "model.keras" and run.labels_file.is_file()
+    (tmp_path / "noext").write_bytes(bundled_path("cifar10-cnn").read_bytes()[:64])
+    assert resolve_model_ref(tmp_path / "noext").kind == TFLITE  # sniffed by its identifier
+
+
+@pytest.mark.parametrize("name, message", [
+    ("missing.tflite", "does not exist"),
+    ("m.h5", "HDF5"),
+    ("notes.txt", "unknown model format"),
+    ("", "without model.keras or saved_model.pb"),
+])
+def test_resolver_refuses_what_no_command_opens(tmp_path, name, message):
+    from edgevision.edge_runtime.model_ref import resolve_model_ref
+
+    if name and name != "missing.tflite":
+        (tmp_path / name).write_bytes(b"not a model")
+    with pytest.raises(ModelError, match=message):
+        resolve_model_ref(tmp_path / name)
+
+
+def test_resolver_refuses_a_fifo_without_blocking(tmp_path):
+    import os
+
+    from edgevision.edge_runtime.model_ref import resolve_model_ref
+
+    os.mkfifo(tmp_path / "pipe.tflite")
+    with pytest.raises(ModelError, match="not a regular file"):
+        resolve_model_ref(tmp_path / "pipe.tflite")
+
+
+def test_classifier_refuses_a_keras_model_in_one_line(tiny_run):
+    with pytest.raises(ModelError, match="runs .tflite files.*convert it first"):
+        Classifier(str(tiny_run / "model.keras"))

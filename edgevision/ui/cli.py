@@ -97,7 +97,7 @@ def ui(models_dirs, references, reference_labels, host, port, threads, max_uploa
 
 def build_settings(models_dirs, references, reference_labels, threads, max_upload_mb) -> UiSettings:
     """Check the command line and resolve paths; UsageError/ModelError with a one-line fix otherwise."""
-    from edgevision.bundled import resolve_model
+    from edgevision.edge_runtime.model_ref import tflite_ref
 
     if reference_labels and len(reference_labels) != len(references):
         raise UsageError(
@@ -109,9 +109,7 @@ def build_settings(models_dirs, references, reference_labels, threads, max_uploa
             raise UsageError(f"--models {folder}: no such folder; expected a folder of .tflite files")
     pairs = []
     for i, ref in enumerate(references):
-        model = resolve_model(ref)
-        if not model.is_file():
-            raise UsageError(f"--reference {ref}: is not a file; expected a .tflite model")
+        model = tflite_ref(ref, "--reference").model_file
         labels = reference_labels[i] if reference_labels else None
         if labels is not None and not labels.is_file():
             raise UsageError(f"--reference-labels {labels}: no such file; expected one class name per line")
