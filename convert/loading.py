@@ -135,8 +135,10 @@ def keras_config(path: Path, max_bytes: int = MAX_KERAS_CONFIG_BYTES) -> dict:
             if info.file_size > max_bytes:
                 raise ModelError(f"{path}: its config.json declares {info.file_size} bytes, more than the "
                                  f"{max_bytes} a model config may be; the file is damaged or not a model")
-            with archive.open(info) as member:  # zipfile inflates no more than the declared size
-                return json.loads(member.read(max_bytes + 1))
+            with archive.open(info) as member:
+                # read(n) inflates at most n bytes (read() would inflate all, then cut to the declared size),
+                # and a member holding more than its header says fails zipfile's checksum.
+                return json.loads(member.read(info.file_size + 1))
     except zipfile.BadZipFile as e:
         raise ModelError(f"{path} is not a valid .keras file (not a zip archive): it is corrupt or truncated") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -7,31 +7,67 @@ Keras 3; tf_keras models (after QAT, pruning or clustering with tfmot) go throug
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import re
 import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional
 
 import numpy as np
 
 from edgevision.convert.options import DYNAMIC, FLOAT16, FLOAT32, INT8, INT16X8, QUANT_MODES
-from edgevision.errors import ConversionError, DataError, UsageError, first_line
+from edgevision.errors import ConversionError, DataError, UsageError, WriteError, first_line
+
+
+#: Export folders are `<tmp>/<EXPORT_PREFIX><pid>-<random>`: a convert that is killed cannot remove its own, so
+#: each conversion first removes those whose process is gone.
+EXPORT_PREFIX = "edgevision-export-"
 
 
 @contextlib.contextmanager
 def exported_saved_model(keras_model) -> Iterator[Path]:
-    """A temporary SavedModel of a Keras 3 model (removed afterwards)."""
-    tmp = Path(tempfile.mkdtemp(prefix="edgevision-export-"))
+    """A temporary SavedModel of a Keras 3 model (removed afterwards, or by the next conversion if killed)."""
+    remove_stale_exports()
+    folder = tempfile.gettempdir()
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f"{EXPORT_PREFIX}{os.getpid()}-"))
+    except OSError as e:
+        raise WriteError(f"cannot export the model for conversion into {folder}: {e.strerror or e} "
+                         "(set TMPDIR to a writable folder with space)") from e
     try:
         try:
             keras_model.export(str(tmp / "saved_model"), format="tf_saved_model", verbose=False)
         except Exception as e:
+            if _out_of_space(e):
+                raise WriteError(f"cannot export the model for conversion into {folder}: the disk is full "
+                                 "(free space there, or set TMPDIR to a folder with space)") from e
             raise ConversionError(f"cannot export the Keras model for conversion: {_first_line(e)}") from e
         yield tmp / "saved_model"
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _out_of_space(error: Exception) -> bool:
+    # TensorFlow's file writers raise their own error types; only the text says what the OS said.
+    return getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(error)
+
+
+def remove_stale_exports(folder: Optional[Path] = None) -> List[Path]:
+    """Remove the export folders of conversions that were killed (their process is gone); returns them."""
+    from edgevision.atomic import pid_alive
+
+    removed = []
+    root = Path(folder or tempfile.gettempdir())
+    with contextlib.suppress(OSError):
+        for entry in root.iterdir():
+            pid = entry.name[len(EXPORT_PREFIX):].split("-", 1)[0]
+            if entry.name.startswith(EXPORT_PREFIX) and pid.isdigit() and not pid_alive(int(pid)):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+    return removed
 
 
 def _converter(source):

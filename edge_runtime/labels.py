@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from edgevision.edge_runtime.files import read_regular_file
 from edgevision.errors import LabelsError
 
 BACKGROUND = "background"
+#: Largest labels file read: tens of thousands of class names fit in well under this.
+MAX_LABELS_BYTES = 16 * 1024 * 1024
 
 
 def parse_labels(text: str) -> List[str]:
@@ -20,12 +23,7 @@ def parse_labels(text: str) -> List[str]:
 
 def load_labels(path) -> List[str]:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError as e:
-        raise LabelsError(f"labels file {path} does not exist") from e
-    except OSError as e:
-        raise LabelsError(f"cannot read labels file {path}: {e.strerror}") from e
+    text = read_regular_file(path, MAX_LABELS_BYTES, "labels file", LabelsError).decode("utf-8", errors="replace")
     labels = parse_labels(text)
     if not labels:
         raise LabelsError(f"labels file {path} is empty; expected one class name per line")

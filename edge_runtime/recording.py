@@ -2,6 +2,8 @@
 
 The file appears under its name only once it is complete (edgevision.atomic): a crash or a kill never
 leaves a half-written .mp4 in its place, and an interrupted run (Ctrl-C) still finishes the file properly.
+OpenCV's VideoWriter does not report write errors (a full disk gave an unplayable file and no error), so the
+finished temporary file is reopened and its frames counted before it may replace anything.
 
 Frame rate: for a video file the output keeps the source's rate, so it plays at the original speed. A live
 source is classified at whatever rate the device manages (stale frames are dropped), so the first second
@@ -19,7 +21,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from edgevision.atomic import atomic_path
-from edgevision.errors import SourceError, UsageError
+from edgevision.errors import SourceError, UsageError, WriteError
 
 FOURCC = "mp4v"  # MPEG-4 Part 2: every OpenCV build with FFmpeg writes it, every player reads it
 #: Frames buffered (or seconds, whichever comes first) to measure a live source's rate.
@@ -28,6 +30,8 @@ MEASURE_SECONDS = 1.0
 FPS_RANGE = (1.0, 120.0)
 #: Containers that take MPEG-4 Part 2 video; FFmpeg picks the container from the file name.
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv")
+#: Free space below which a run is refused before it starts: not even a few seconds of video would fit.
+MIN_FREE_BYTES = 1024 * 1024
 
 
 def check_video_target(path: Path) -> None:
@@ -45,6 +49,18 @@ def check_video_target(path: Path) -> None:
         raise UsageError(f"cannot save video as {path}: cannot create {parent} ({e.strerror})") from e
     if not os.access(parent, os.W_OK):
         raise UsageError(f"cannot save video as {path}: {parent} is not writable")
+    free = _free_bytes(parent)
+    if free < MIN_FREE_BYTES:
+        raise WriteError(f"cannot save video as {path}: the disk holding {parent} is full ({free} bytes free)")
+
+
+def _free_bytes(folder: Path) -> int:
+    """Bytes an unprivileged writer may still use in `folder` (a large number where that cannot be told)."""
+    try:
+        fs = os.statvfs(folder)
+    except (OSError, AttributeError):  # statvfs: POSIX only
+        return 1 << 62
+    return fs.f_bavail * fs.f_frsize
 
 
 class _Discard(Exception):
@@ -67,6 +83,7 @@ class VideoSink:
         self._first_at: Optional[float] = None
         self._stack: Optional[contextlib.ExitStack] = None
         self._writer = None
+        self._tmp: Optional[Path] = None
         self.closed = False
 
     def write(self, image: np.ndarray) -> None:
@@ -98,6 +115,7 @@ class VideoSink:
         self.fps = fps
         self._stack = contextlib.ExitStack()
         tmp = self._stack.enter_context(atomic_path(self.path, suffix=self.path.suffix or ".mp4"))
+        self._tmp = tmp
         writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*FOURCC), fps, self._size)
         if not writer.isOpened():
             self._abort()
@@ -129,8 +147,37 @@ class VideoSink:
             return None
         self._writer.release()
         self._writer = None
+        problem = self._check_written()
+        if problem:
+            full = _free_bytes(self.path.parent) < MIN_FREE_BYTES  # before the partial file frees its space
+            self._abort()
+            kept = f"; the earlier {self.path.name} is kept" if self.path.is_file() else ""
+            reason = "the disk is full" if full else "is the disk full, or was the file changed meanwhile?"
+            raise WriteError(f"cannot save the video {self.path}: {problem} ({reason}){kept}")
         self._stack.close()  # fsync and rename into place
         return self.path
+
+    def _check_written(self) -> Optional[str]:
+        """Why the temporary file is not the video that was written (None when it is): the container must open,
+        declare every frame, and its last frame must decode, which fails when the disk filled up midway."""
+        import cv2
+
+        tmp = self._tmp
+        size = tmp.stat().st_size if tmp.is_file() else 0
+        if size == 0:
+            return f"{self.frames} frames were sent but the file is empty"
+        capture = cv2.VideoCapture(str(tmp))
+        try:
+            if not capture.isOpened():
+                return f"the written file ({size} bytes) cannot be opened as a video"
+            declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+            if declared < self.frames:
+                return f"only {max(declared, 0)} of {self.frames} frames reached the file"
+            capture.set(cv2.CAP_PROP_POS_FRAMES, self.frames - 1)
+            ok, _ = capture.read()
+            return None if ok else f"the last of its {self.frames} frames does not decode"
+        finally:
+            capture.release()
 
     def _abort(self) -> None:
         """Throw the partial file away (used when the writer cannot even start)."""

@@ -101,8 +101,8 @@ def precheck(data: bytes, name: str = "model") -> None:
         raise ModelError(f"{name}: the model file is empty")
     if not is_tflite(data):
         raise ModelError(
-            f"{name}: not a TensorFlow Lite model (its bytes 4..8 are {bytes(data[4:8])!r}, expected b'TFL3'); "
-            "pass a .tflite file made by `edgevision convert` or TFLiteConverter"
+            f"{name}: not a TensorFlow Lite model ({_looks_like(data)}; a .tflite file carries the identifier "
+            "TFL3 at bytes 4-8); pass a .tflite file made by `edgevision convert` or TFLiteConverter"
         )
     if len(data) < _MIN_TFLITE_BYTES:
         raise ModelError(f"{name}: the model file is only {len(data)} bytes; it is truncated")
@@ -123,6 +123,22 @@ def precheck(data: bytes, name: str = "model") -> None:
             raise
         detail = message.replace("corrupt TFLite file: ", "")
         raise ModelError(f"{name}: the TFLite file is truncated or corrupt ({detail})") from e
+
+
+#: Leading bytes of files people mistake for a model, and what to call them (never echo the bytes themselves).
+_KNOWN_KINDS = ((b"PK\x03\x04", "it is a zip archive, such as a .keras model"),
+                (b"\x89HDF", "it is an HDF5 file, such as a legacy Keras .h5 model"),
+                (b"\x89PNG", "it is a PNG image"), (b"\xff\xd8\xff", "it is a JPEG image"))
+
+
+def _looks_like(data: bytes) -> str:
+    for magic, kind in _KNOWN_KINDS:
+        if data.startswith(magic):
+            return kind
+    head = bytes(data[:256])
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return "it is a text file"
+    return "its header is not a TFLite flatbuffer's"
 
 
 def _check_buffers(fb, buffers, size: int) -> None:

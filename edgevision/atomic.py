@@ -8,13 +8,21 @@ the previous good one. So everything edgevision writes goes to a temporary file 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
+
+from edgevision.errors import WriteError
 
 PathLike = Union[str, os.PathLike]
+#: Temporary files are named `.<target>.<TMP_MARK><pid>.<random><suffix>`: a process killed before it could
+#: clean up leaves one behind, and the next write into that folder removes those whose process is gone.
+TMP_MARK = "edgevision-tmp-"
+#: Errors that mean "this place cannot take the file", as opposed to a bug in the writer.
+DISK_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG, errno.ENAMETOOLONG}
 
 
 @contextlib.contextmanager
@@ -26,8 +34,13 @@ def atomic_path(target: PathLike, suffix: str = "") -> Iterator[Path]:
     and `target` is left exactly as it was.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or target.suffix, dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(target.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{TMP_MARK}{os.getpid()}.",
+                                   suffix=suffix or target.suffix, dir=target.parent)
+    except OSError as e:  # read-only, full or forbidden: say so now, naming the target, not the temporary
+        raise write_error(target, e) from e
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -36,9 +49,57 @@ def atomic_path(target: PathLike, suffix: str = "") -> Iterator[Path]:
         _chmod_like_a_new_file(tmp_path)
         os.replace(tmp_path, target)
         _fsync_dir(target.parent)
+    except OSError as e:
+        if isinstance(e, WriteError) or e.errno not in DISK_ERRORS:
+            raise
+        raise write_error(target, e) from e
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+
+
+def write_error(target: Path, error: OSError) -> WriteError:
+    """A one-line WriteError naming the target and the reason (not the temporary file the OS complained of)."""
+    reason = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+              errno.EROFS: "the file system is read-only"}.get(error.errno, error.strerror or str(error))
+    try:
+        kept = f"; the existing {target.name} is unchanged" if target.is_file() else ""
+    except OSError:
+        kept = ""
+    out = WriteError(f"cannot write {target}: {reason}{kept}")
+    out.errno = error.errno
+    return out
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Remove the temporary files that killed edgevision processes left in `folder` (never a live one's)."""
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            pid = _temporary_owner(entry.name)
+            if pid is not None and not pid_alive(pid) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+def _temporary_owner(name: str) -> Optional[int]:
+    """The pid in a temporary file's name, or None for any other file."""
+    if not name.startswith(".") or TMP_MARK not in name:
+        return None
+    digits = name.rsplit(TMP_MARK, 1)[1].split(".", 1)[0]
+    return int(digits) if digits.isdigit() else None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine (signal 0 checks without sending anything)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists but belongs to someone else
+        return True
+    return True
 
 
 def _chmod_like_a_new_file(path: Path) -> None:

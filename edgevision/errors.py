@@ -48,6 +48,12 @@ class SourceError(EdgeVisionError):
     exit_code = 2
 
 
+class WriteError(EdgeVisionError, OSError):
+    """An output that cannot be written (disk full, read-only, no permission); the earlier file is kept.
+
+    Also an OSError, so code that tolerates a failed write (a cache) keeps catching it as one."""
+
+
 class DependencyError(EdgeVisionError):
     """An optional dependency (an extra) that this command needs is not installed."""
 
