@@ -170,11 +170,16 @@ def _some(labels: Sequence[str]) -> str:
 
 
 def _unknown_message(root: Path, unknown: List[str], labels: Sequence[str]) -> str:
+    import difflib
+
     shown = ", ".join(map(repr, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
+    keys = {class_key(label): str(label) for label in labels}
+    close = difflib.get_close_matches(class_key(unknown[0]), list(keys), n=1)
+    hint = f" ({unknown[0]!r} may be {keys[close[0]]!r})" if close else ""
     return (
-        f"class folder(s) {shown} in {root} are not among the model's {len(labels)} labels ({_some(labels)}); "
-        "rename them after a label (case does not matter, '_' may stand for a space), pass --labels FILE, "
-        "or leave them out with --skip-unknown"
+        f"class folder(s) {shown} in {root} are not among the model's {len(labels)} labels ({_some(labels)})"
+        f"{hint}; rename them after a label (case does not matter, '_' may stand for a space), "
+        "pass --labels FILE, or leave them out with --skip-unknown"
     )
 
 

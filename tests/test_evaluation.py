@@ -92,6 +92,8 @@ def test_unknown_folders_are_one_line_errors_unless_skipped(cnn, folder, tmp_pat
     message = str(e.value)
     assert "\n" not in message and "'zebra'" in message and "not among the model's 10 labels" in message
     assert "airplane" in message and "--skip-unknown" in message
+    with pytest.raises(DataError, match="'three_toed_sloth' may be 'three-toed sloth'"):
+        match_class_folders(_folder(tmp_path, "three_toed_sloth"), ["cat", "three-toed sloth"])
     skipped = evaluate(TFLitePredictor(cnn), data, skip_unknown=True)
     assert skipped.unknown_folders == ["zebra"] and skipped.report["unknown_folders"] == ["zebra"]
     assert skipped.n == 23 and any("zebra" in note for note in skipped.notes())
