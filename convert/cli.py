@@ -62,7 +62,9 @@ _file = click.Path(dir_okay=False, path_type=Path)
               help="preprocess.json for a bare .keras file or SavedModel (input size, colour order, mean, std).")
 @click.option("--allow-tf-ops", is_flag=True,
               help="Keep ops TFLite lacks as TensorFlow ops (SELECT_TF_OPS; the device then needs the Flex delegate).")
-@click.option("--unsafe-load", is_flag=True, help="Load models with Lambda layers (they run Python code from the file: trusted models only).")
+@click.option("--unsafe-load", is_flag=True,
+              help="Load models that carry code: Lambda layers (Python from the file), SavedModel graphs with "
+                   "file, process or network operations (trusted models only).")
 @click.option("--no-bias-correction", is_flag=True,
               help="Skip compensating int8 weight rounding before post-training int8/int16x8 conversion "
                    "and at the start of QAT.")

@@ -95,7 +95,8 @@ def _jpeg_size(data: bytes) -> Optional[Tuple[int, int]]:
 
 
 def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Encoded bytes -> uint8 HxWx3 BGR image. Grayscale and alpha become 3-channel BGR.
+    """Encoded bytes -> uint8 HxWx3 BGR image, upright as its EXIF Orientation says. Grayscale and alpha become
+    3-channel BGR.
 
     Raises ImageError (one clear line) for empty, undecodable or oversized input.
     """

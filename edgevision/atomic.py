@@ -58,6 +58,20 @@ def atomic_path(target: PathLike, suffix: str = "") -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def check_writable(target: PathLike) -> None:
+    """WriteError now, naming `target`, if its folder cannot take a new file (read-only, forbidden, or no free
+    inode or block at all): for commands whose output comes at the end of a long run."""
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(prefix=f".{target.name}.{TMP_MARK}{os.getpid()}.", dir=target.parent) as f:
+            f.write(b"\0")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise write_error(target, e) from e
+
+
 def write_error(target: Path, error: OSError) -> WriteError:
     """A one-line WriteError naming the target and the reason (not the temporary file the OS complained of)."""
     reason = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",

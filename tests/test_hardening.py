@@ -106,6 +106,25 @@ def test_full_disk_keeps_the_earlier_video(tmp_path, suffix):
         assert leftovers(disk) == [], "the partial temporary video was left behind"
 
 
+def test_classify_save_on_a_full_disk_fails_and_keeps_the_earlier_video(tmp_path):
+    """The issue's case, through the CLI: `classify --save` used to exit 0 saying "saved N frames"."""
+    clip = save_video(tmp_path / "clip.avi", frames(120))  # noise: the annotated copy needs about 4 MB
+    with tmpfs(tmp_path / "disk", "2m") as disk:
+        target = disk / "annotated.mp4"
+        save_video(target, frames(3, (48, 64)))
+        good = target.read_bytes()
+        proc = subprocess.run([sys.executable, "-m", "edgevision.cli", "classify", "--model", "cifar10-cnn",
+                               "--source", str(clip), "--headless", "--save", str(target)],
+                              capture_output=True, text=True, timeout=300, cwd=REPO.parent,
+                              env={**os.environ, "EDGEVISION_DEBUG": ""})
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert proc.returncode != 0 and len(errors) == 1, proc.stderr[-2000:]
+        assert f"cannot save the video {target}" in errors[0] and "disk is full" in errors[0]
+        assert "saved" not in proc.stderr.replace("cannot save", "")
+        assert target.read_bytes() == good
+        assert leftovers(disk) == []
+
+
 def test_already_full_disk_fails_before_the_run(tmp_path):
     with tmpfs(tmp_path / "disk", "2m") as disk:
         target = disk / "out.mp4"
@@ -155,6 +174,21 @@ def test_atomic_write_on_a_read_only_disk_names_the_target(tmp_path):
         assert "unchanged" in message and TMP_MARK not in message and ".model.tflite." not in message
         assert isinstance(caught.value, OSError)  # callers that tolerate a failed write still catch it
         assert target.read_bytes() == b"good model"
+
+
+def test_outputs_can_be_checked_before_a_long_run(tmp_path):
+    from edgevision.atomic import check_writable
+
+    check_writable(tmp_path / "sub" / "model.tflite")  # fine: creates the folder, leaves no file
+    assert leftovers(tmp_path / "sub") == []
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        fill(disk)
+        with pytest.raises(WriteError, match=f"cannot write {disk / 'model.tflite'}: the disk is full"):
+            check_writable(disk / "model.tflite")
+        (disk / "filler").unlink()
+        remount_read_only(disk)
+        with pytest.raises(WriteError, match="read-only"):
+            check_writable(disk / "model.tflite")
 
 
 def test_atomic_write_on_a_full_disk_names_the_target(tmp_path):
