@@ -254,6 +254,19 @@ def test_predict_start_up_skips_importlib_metadata(folder):
     assert "METADATA=False" in proc.stderr
 
 
+def test_speed_benchmark_reports_both_timings(folder, capsys):
+    from edgevision.benchmarks import evaluate_speed
+
+    evaluate_speed.main(["--data", str(folder), "--models", "cifar10-cnn", "--repeats", "2", "--json"])
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["model"] == "cifar10-cnn" and row["images"] == 23 and row["repeats"] == 2
+    for part in ("evaluate", "floor"):
+        assert 0 < row[part]["min_s"] <= row[part]["median_s"] <= row[part]["max_s"]
+    assert row["ratio_of_medians"] == pytest.approx(row["evaluate"]["median_s"] / row["floor"]["median_s"])
+    with pytest.raises(SystemExit):
+        evaluate_speed.main(["--data", str(folder), "--repeats", "0"])
+
+
 @pytest.mark.shared
 def test_bundled_models_on_real_cifar_images(tmp_path):
     """20 real CIFAR-10 training images per class: both bundled models score well, exactly as classify does."""
