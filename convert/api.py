@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from edgevision.atomic import check_writable as write_check
 from edgevision.atomic import write_bytes, write_json, write_text
 from edgevision.convert.options import (
     FULL_INTEGER,
@@ -100,6 +101,8 @@ def run_conversion(source, variants: Sequence[Variant], options: ConvertOptions,
     targets = _targets(source, variants, options, out, out_dir)
     if report_path is not None and Path(report_path).suffix.lower() != ".json":
         raise UsageError(f"--report takes a .json file name, got {report_path}")
+    for target in targets.values():  # a read-only or full output folder fails now, not after the conversion
+        write_check(target)
     plan = _plan(source, variants, options, say)
     results = _convert_keras(plan, plan.plain, say) if plan.plain else []
     if plan.optimized:

@@ -69,7 +69,7 @@ def test_files_that_are_not_models_fail_fast_in_process(models, tmp_path):
     assert safety.child_runs() == before, "these are caught before any child process is needed"
     with pytest.raises(ModelError, match="does not exist"):
         Classifier(tmp_path / "missing.tflite")
-    with pytest.raises(ModelError, match="is a directory"):
+    with pytest.raises(ModelError, match="is a folder without model.keras"):
         Classifier(tmp_path)
 
 
