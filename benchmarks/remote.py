@@ -148,11 +148,12 @@ def run_remote(target: str, specs, settings, ssh: RemoteSettings, progress: Opti
     proc = _run(ssh_command(target, "mktemp -d \"${TMPDIR:-/tmp}/edgevision-bench.XXXXXX\"", ssh),
                 "creating a temporary directory", target, timeout)
     remote_dir = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
-    if not remote_dir.startswith("/"):
-        raise RemoteError(f"{target}: mktemp -d returned {remote_dir!r}, not a directory path")
+    if not _SAFE_REMOTE_PATH.fullmatch(remote_dir):
+        raise RemoteError(f"{target}: mktemp -d returned {remote_dir!r}, not a plain absolute directory path")
     try:
-        # Index-prefixed names: two local models called model.tflite must not overwrite each other there.
-        names = {f"{i:02d}_{spec.path.name}": spec for i, spec in enumerate(specs)}
+        # Fixed names on the device: scp's legacy protocol hands the destination to the device's shell, so no
+        # text of the user's (a file name like `x$(id).tflite`) may reach it; the table gets the names back.
+        names = {f"model{i:02d}.tflite": spec for i, spec in enumerate(specs)}
         copy_timeout = max(timeout, settings.timeout_s)
         say(f"[{target}] copying {len(names)} model(s) to {remote_dir}")
         for name, spec in names.items():
@@ -180,6 +181,15 @@ def run_remote(target: str, specs, settings, ssh: RemoteSettings, progress: Opti
     return report
 
 
+#: What a device path built here may hold: mktemp's output and the fixed names, nothing a shell would expand.
+_SAFE_REMOTE_PATH = re.compile(r"/[A-Za-z0-9_./-]+")
+
+
+def _safe_suffix(path: Path) -> str:
+    """The extension (".mp4") when it is plain letters and digits, which tells the device's reader the format."""
+    return path.suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,8}", path.suffix) else ""
+
+
 def _bench_timeout(specs, settings) -> float:
     per_model = len(settings.threads) * (1 + (settings.e2e_source is not None)) + (4 if settings.eval_dir else 0)
     return 60 + len(specs) * per_model * settings.timeout_s
@@ -193,7 +203,7 @@ def _copy_optional(target, remote_dir, local, name, ssh, timeout, say) -> Option
     if not path.exists():
         return str(local)  # "0", "rtsp://...": the device's own camera or stream
     say(f"[{target}] copying {path}")
-    dest = f"{remote_dir}/{name}-{path.name}"
+    dest = f"{remote_dir}/{name}{_safe_suffix(path)}"  # a fixed name, like the models'
     _run(scp_command([str(path)], f"{target}:{dest}", ssh, recursive=path.is_dir()), f"copying {path}", target,
          timeout)
     return dest

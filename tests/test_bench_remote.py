@@ -91,3 +91,24 @@ def test_unreachable_device_is_one_line(models, tmp_path):
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: nobody@127.0.0.1: creating a temporary directory failed") and "ssh" in last
+
+
+def test_a_hostile_file_name_runs_nothing_on_the_device(sshd, models, tmp_path):
+    """scp's legacy protocol (-O) hands the destination to the device's shell: the file name must never get there."""
+    import os
+    import shutil
+
+    marker = f"edgevision-pwned-{os.getpid()}"  # where the device's shell would create it: its home
+    hostile = tmp_path / f"x$(touch {marker}).tflite"
+    hostile.write_bytes(models["tflite"].read_bytes())
+    wrapper = tmp_path / "bin" / "scp"  # the real scp, forced onto the legacy protocol
+    wrapper.parent.mkdir()
+    wrapper.write_text(f"#!/bin/sh\nexec {shutil.which('scp')} -O \"$@\"\n")
+    wrapper.chmod(0o755)
+    proc = run_cli("bench", hostile, "--runs", "3", "--warmup", "1", "--remote", sshd["target"],
+                   "--remote-command", REMOTE_COMMAND, *_ssh_args(sshd), "--json", tmp_path / "out.json",
+                   env={"PATH": f"{wrapper.parent}:{os.environ['PATH']}"})
+    assert proc.returncode == 0, proc.stderr
+    assert not (Path.home() / marker).exists() and not (Path.cwd() / marker).exists()
+    (row,) = json.loads((tmp_path / "out.json").read_text())["results"]
+    assert row["error"] is None and row["path"] == str(hostile.resolve())
