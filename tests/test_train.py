@@ -408,3 +408,13 @@ def test_a_run_that_ends_at_chance_level_is_flagged():
     assert "10.0% is about chance" in message and "--fine-tune-learning-rate" in message
     assert chance_level_warning(0.9, 10, 5000) is None
     assert chance_level_warning(0.1, 10, 30) is None  # too few images to tell
+
+
+@pytest.mark.parametrize("option", ["--epochs", "--batch-size"])
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_zero_or_negative_epochs_and_batch_size_are_refused(option, value, tmp_path):
+    from conftest import run_cli
+
+    proc = run_cli("train", "cnn", "--data", str(tmp_path), "--out", str(tmp_path / "run"), option, value)
+    assert proc.returncode == 2 and option in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()

@@ -16,8 +16,8 @@ def _common(f):
                      help="'cifar10' (Keras download, cached) or an image folder with one subfolder per class."),
         click.option("--out", "out", required=True, type=click.Path(file_okay=False),
                      help="Run directory: model, labels, preprocessing, reports and checkpoints go here."),
-        click.option("--epochs", type=int, default=None, help="Epochs in all (default depends on the model)."),
-        click.option("--batch-size", type=int, default=None, help="Images per step (default depends on the model)."),
+        click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs in all (default depends on the model)."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per step (default depends on the model)."),
         click.option("--seed", type=int, default=TrainSettings.seed, show_default=True, help="Seeds the split, initialisation and augmentation."),
         click.option("--val-split", type=float, default=TrainSettings.val_split, show_default=True,
                      help="Fraction of each class held out for validation (stratified, seeded)."),
@@ -113,8 +113,9 @@ def _train(arch: str, kwargs: dict, default_epochs: int, default_batch: int):
     from edgevision.train.trainer import read_checkpoint_state, train as run_training
 
     resume = kwargs.pop("resume")
-    kwargs["epochs"] = kwargs["epochs"] or default_epochs
-    kwargs["batch_size"] = kwargs["batch_size"] or default_batch
+    # None means "not given" (click refuses 0 and negatives), so `or` would turn a typo into the default.
+    kwargs["epochs"] = default_epochs if kwargs["epochs"] is None else kwargs["epochs"]
+    kwargs["batch_size"] = default_batch if kwargs["batch_size"] is None else kwargs["batch_size"]
     if arch == "mobilenetv2" and kwargs.get("head_epochs") is None:
         # `--epochs 1` should just work: the head phase then takes the one epoch there is.
         kwargs["head_epochs"] = min(TrainSettings.head_epochs, kwargs["epochs"])
