@@ -51,7 +51,7 @@ def reference_probabilities(predict: Callable[[np.ndarray], np.ndarray], pixels:
                             preprocess: PreprocessConfig) -> np.ndarray:
     """Probabilities of a float model (Keras or SavedModel) on uint8 pixels, normalised as in training."""
     from edgevision.edge_runtime.evaluation import predict_arrays
-    from edgevision.inference import KerasPredictor
+    from edgevision.convert.keras_predictor import KerasPredictor
 
     predictor = KerasPredictor(model=None, labels=[], preprocess=preprocess, batch_size=KERAS_BATCH, call=predict)
     if len(pixels) == 0:

@@ -14,7 +14,7 @@ A predictor has `labels`, `preprocess` (a PreprocessConfig) and three methods:
 other threads), `predict_prepared(items)` gives the (N, classes) probabilities of a list of those, and
 `predict_pixels(pixels)` the same for uint8 pixels (N, H, W, 3) already at the input size in the model's
 colour order. `TFLitePredictor` (the edge runtime's Classifier) is here; the Keras one is
-`edgevision.inference.KerasPredictor`. This module never imports TensorFlow.
+`edgevision.convert.keras_predictor.KerasPredictor`. This module never imports TensorFlow.
 
 The rules, the same everywhere:
 - Folder to class: each subfolder of the data folder is named after one of the model's labels. Case does

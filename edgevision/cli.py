@@ -19,8 +19,8 @@ from edgevision.errors import EdgeVisionError
 COMMANDS = {
     "train": ("edgevision.train.cli:train", "Train a CIFAR-10 CNN or fine-tune MobileNetV2 (needs the train extra)."),
     "convert": ("edgevision.convert.cli:convert", "Convert a Keras model to TensorFlow Lite, with quantization."),
-    "evaluate": ("edgevision.inference_cli:evaluate", "Accuracy and per-class report of a model on an image folder."),
-    "predict": ("edgevision.inference_cli:predict", "Top-k labels for image files."),
+    "evaluate": ("edgevision.edge_runtime.inference_cli:evaluate", "Accuracy and per-class report of a model on an image folder."),
+    "predict": ("edgevision.edge_runtime.inference_cli:predict", "Top-k labels for image files."),
     "classify": ("edgevision.edge_runtime.cli:classify", "Classify a camera, stream, video, image or folder live."),
     "bench": ("edgevision.benchmarks.cli:bench", "Measure latency, memory and throughput on this device."),
     "models": ("edgevision.bundled:models_command", "List the bundled models."),

@@ -182,7 +182,7 @@ def test_decoding_reads_ahead_on_one_pool(cnn, folder):
 
 def test_a_keras_style_predictor_uses_the_same_engine(tmp_path):
     """KerasPredictor takes any float function: here 'the brightest channel', as logits."""
-    from edgevision.inference import KerasPredictor
+    from edgevision.convert.keras_predictor import KerasPredictor
 
     config = PreprocessConfig(input_size=(16, 16), color_order="RGB", mean=(0.0, 0.0, 0.0), std=(255.0,) * 3)
     predictor = KerasPredictor(model=None, labels=["red", "green", "blue"], preprocess=config, batch_size=5,

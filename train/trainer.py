@@ -555,7 +555,7 @@ def _fit_phase(model, phase: Phase, plan: RunPlan, state: Optional[dict], done: 
 def finish_run(plan: RunPlan, model, history: List[dict], started: float, echo: Callable[[str], None]) -> RunResult:
     """Save the final model, score it on the validation split, and complete run.json with the results."""
     from edgevision.edge_runtime.evaluation import predict_arrays
-    from edgevision.inference import KerasPredictor
+    from edgevision.convert.keras_predictor import KerasPredictor
     from edgevision.train.reports import plot_curves, write_classification_reports, write_history_csv
 
     settings, split, out = plan.settings, plan.split, plan.out

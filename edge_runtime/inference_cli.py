@@ -1,4 +1,4 @@
-"""`edgevision evaluate` and `edgevision predict`: thin click commands over edgevision.inference.
+"""`edgevision evaluate` and `edgevision predict`: thin click commands over edgevision.edge_runtime.inference.
 
 Only click and the standard library are imported here; a `.tflite` model never brings in TensorFlow.
 """
@@ -28,7 +28,7 @@ def _model_options(f):
 
 
 def _load(model, labels, preprocess, threads):
-    from edgevision.inference import load_predictor
+    from edgevision.edge_runtime.inference import load_predictor
 
     predictor = load_predictor(model, labels=labels, preprocess=preprocess, num_threads=threads)
     for note in predictor.notes:
@@ -60,7 +60,7 @@ def evaluate(model, data, skip_unknown, as_json, out, labels, preprocess, thread
     """
     from edgevision.edge_runtime.evaluation import check_data_folder, evaluate as run_evaluation
     from edgevision.edge_runtime.metrics import format_report
-    from edgevision.inference import write_evaluation
+    from edgevision.edge_runtime.inference import write_evaluation
 
     check_data_folder(data)
     predictor = _load(model, labels, preprocess, threads)
@@ -106,7 +106,7 @@ def predict(model, images, k, as_json, annotate_dir, labels, preprocess, threads
       edgevision predict mobilenet_v2.keras cat.bmp --labels imagenet_labels.txt --top-k 3 --json
     """
     from edgevision.errors import ImageError
-    from edgevision.inference import annotate, predict as run_prediction
+    from edgevision.edge_runtime.inference import annotate, predict as run_prediction
 
     predictor = _load(model, labels, preprocess, threads)
     results = run_prediction(predictor, images, k=k, batch_size=batch_size)
