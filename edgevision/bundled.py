@@ -14,8 +14,9 @@ MODELS_DIR = Path(__file__).resolve().parent / "models"
 
 #: name -> file in edgevision/models/. Each has a model card `<name>.md` beside it.
 BUNDLED = {
-    "cifar10-cnn": "cifar10-cnn.tflite",
+    "imagenet-mobilenetv2": "imagenet-mobilenetv2.tflite",  # the general model first: the page lists them so
     "cifar10-mobilenetv2": "cifar10-mobilenetv2.tflite",
+    "cifar10-cnn": "cifar10-cnn.tflite",
 }
 DEFAULT_MODEL = "cifar10-cnn"
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuilds the two bundled models and the published tables with edgevision's own commands.
+# Rebuilds the three bundled models and the published tables with edgevision's own commands.
 #
 #   benchmarks/maintainer/reproduce_bundled_models.sh CIFAR10_TRAIN_DIR [WORK_DIR]
 #
@@ -68,6 +68,19 @@ bundle cifar10-cnn "$work/variants/cifar10-cnn/cifar10-cnn-int8-flip-tta.tflite"
 bundle cifar10-mobilenetv2 "$work/variants/cifar10-mobilenetv2/cifar10-mobilenetv2-int8-flip-tta.tflite" \
   "edgevision convert $work/cifar10-mobilenetv2 --quant int8 --tta flip --out $work/variants/cifar10-mobilenetv2/cifar10-mobilenetv2-int8-flip-tta.tflite" \
   "one NVIDIA H100 GPU, Keras on the JAX backend" "${mnv2_train[@]}"
+
+# The general model, imagenet-mobilenetv2: no training, Keras' ImageNet weights converted to int8 (the weights
+# need no download where KERAS_HOME holds them: ../shared/tools/seed-keras-cache.sh "$KERAS_HOME" puts them there).
+# Calibrated on 200 of the 500 ImageNet sample photos (and their mirror images), measured on the other 300
+# against the float Keras model and Google's quantized MobileNetV2, which it is benchmarked beside; about 10 min
+# on a 2-core CPU. IMAGENET_SAMPLES: photos named <synset>_<class>.JPEG; IMAGENET_LABELS: the 1001-line labels
+# file with "background" first; REFERENCE_MODEL: Google's mobilenet_v2_1.0_224_quant.tflite.
+shared=${SHARED:-$here/../shared}
+python -m edgevision.benchmarks.maintainer.imagenet_model \
+  --samples "${IMAGENET_SAMPLES:-$shared/data/imagenet-samples}" \
+  --labels "${IMAGENET_LABELS:-$shared/models/reference/imagenet_labels.txt}" \
+  --reference "${REFERENCE_MODEL:-$shared/models/reference/mobilenet_v2_1.0_224_quant.tflite}" \
+  --work "$work/imagenet-mobilenetv2" --bundle
 
 python -m edgevision.benchmarks.run --suite "cifar10-cnn=$work/variants/cifar10-cnn" \
   --suite "cifar10-mobilenetv2=$work/variants/cifar10-mobilenetv2"
