@@ -26,7 +26,8 @@ SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 @click.command("classify")
 @click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, metavar="MODEL",
-              help="A .tflite file, or the name of a bundled model (see `edgevision models`).")
+              help="A .tflite file, or the name of a bundled model (see `edgevision models`). The default knows "
+                   "1000 ImageNet classes; cifar10-cnn and cifar10-mobilenetv2 know CIFAR-10's ten.")
 @click.option("--source", "-s", required=True, metavar="SRC",
               help="Camera index (0), video file, stream URL (http://host/stream.mjpg, rtsp://...), image file "
                    "or folder of images.")

@@ -18,7 +18,10 @@ BUNDLED = {
     "cifar10-mobilenetv2": "cifar10-mobilenetv2.tflite",
     "cifar10-cnn": "cifar10-cnn.tflite",
 }
-DEFAULT_MODEL = "cifar10-cnn"
+#: The general model (1000 ImageNet classes): the default for live sources, the page and the demo.
+DEFAULT_MODEL = "imagenet-mobilenetv2"
+#: The CIFAR-10 models (10 classes, small inputs), one option away: `--model cifar10-cnn`.
+CIFAR10_MODELS = ("cifar10-mobilenetv2", "cifar10-cnn")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import streamlit as st
 
 from edgevision.edge_runtime.images import IMAGE_EXTENSIONS, MAX_PIXELS, decode_image
 from edgevision.errors import EdgeVisionError, ImageError
-from edgevision.ui.settings import ModelEntry, UiSettings, discover_models
+from edgevision.ui.settings import ModelEntry, UiSettings, discover_models, md_escape, recognises
 
 TOP_K = 5
 UPLOAD_TYPES = sorted({ext.lstrip(".") for ext in IMAGE_EXTENSIONS})
@@ -31,6 +31,8 @@ MB = 1024 * 1024
 #: Class lists longer than this scroll inside a box of CLASS_LIST_HEIGHT pixels (ImageNet has 1001).
 CLASS_LIST_ROWS = 12
 CLASS_LIST_HEIGHT = 300
+#: Width of a sample photo's thumbnail under the uploader.
+SAMPLE_WIDTH = 120
 
 
 @dataclass(frozen=True)
@@ -97,14 +99,22 @@ def input_text(classifier) -> str:
 
 # --- sidebar -------------------------------------------------------------------------------------
 def choose_model(entries: List[ModelEntry]) -> ModelEntry:
+    """The sidebar's model switch; the general model is chosen until the visitor picks another."""
+    from edgevision.bundled import DEFAULT_MODEL
+
     by_key = {e.key: e for e in entries}
     if st.session_state.get("model") not in by_key:  # a models-folder file went away since the last run
         st.session_state.pop("model", None)
+    keys = list(by_key)
+    default = f"bundled:{DEFAULT_MODEL}"
     key = st.sidebar.radio(
         "Model",
-        list(by_key),
-        format_func=lambda k: by_key[k].name,
-        captions=[f"{origin_label(e)} · {human_size(e.bytes)}" for e in entries],
+        keys,
+        index=keys.index(default) if default in by_key else 0,
+        # Names may come from file names in a models folder: shown as text, never as Markdown.
+        format_func=lambda k: md_escape(by_key[k].name),
+        captions=[md_escape(" · ".join(filter(None, [e.title, origin_label(e), human_size(e.bytes)])))
+                  for e in entries],
         key="model",
     )
     return by_key[key]
@@ -114,8 +124,9 @@ def show_model_card(entry: ModelEntry, loaded: LoadedModel) -> None:
     c = loaded.classifier
     labels = list(c.labels)
     with st.sidebar.container(key="model-card"):
-        st.markdown(f"**{entry.name}**")
-        st.caption(str(entry.path))
+        st.markdown(f"**{md_escape(entry.name)}**")
+        st.markdown(md_escape(recognises(entry, labels)))
+        st.caption(md_escape(entry.path))
         pre = c.preprocess
         preprocess_origin = PREPROCESS_SOURCES.get(c.preprocess_source, c.preprocess_source)
         rows = [
@@ -130,7 +141,7 @@ def show_model_card(entry: ModelEntry, loaded: LoadedModel) -> None:
         accuracy = entry.extra.get("accuracy")
         if accuracy is not None:
             rows.append(("Accuracy", f"{accuracy:.2%}"))
-        st.markdown("\n".join(f"- {k}: **{v}**" for k, v in rows))
+        st.markdown("\n".join(f"- {k}: **{md_escape(v)}**" for k, v in rows))
         with st.expander(f"{len(labels)} classes"):
             text = "\n".join(f"{i:>4}  {label}" for i, label in enumerate(labels))
             st.code(text, language=None, height=CLASS_LIST_HEIGHT if len(labels) > CLASS_LIST_ROWS else "content")
@@ -155,22 +166,53 @@ def get_picture(settings: UiSettings) -> Optional[Picture]:
     upload = st.file_uploader(
         "Choose an image",
         type=UPLOAD_TYPES,
-        key="upload",
+        # A sample click starts a fresh, empty uploader, so the sample is what is shown until the next upload.
+        key=f"upload-{st.session_state.get('upload_generation', 0)}",
+        on_change=_forget_sample,
         help=f"{', '.join(t.upper() for t in UPLOAD_TYPES)}; at most {limit_text}.",
     )
     st.caption(f"JPEG, PNG, BMP or WebP, up to {limit_text}. Images are classified on this server and not stored.")
-    return Picture(upload.getvalue(), upload.name, False) if upload is not None else None
+    if upload is not None:
+        return Picture(upload.getvalue(), upload.name, False)
+    return sample_picker()
+
+
+def _forget_sample() -> None:
+    st.session_state.pop("sample", None)
+
+
+def _pick_sample(file: str) -> None:
+    st.session_state["sample"] = file
+    st.session_state["upload_generation"] = st.session_state.get("upload_generation", 0) + 1
+
+
+def sample_picker() -> Optional[Picture]:
+    """Thumbnails of the photos shipped with edgevision, each with a button; the chosen one, if any."""
+    from edgevision.samples import sample_photos
+
+    samples = sample_photos()
+    if not samples:
+        return None
+    st.caption("Or try a sample photo:")
+    with st.container(key="samples"):
+        for column, s in zip(st.columns(len(samples)), samples):
+            with column:
+                st.image(str(s.path), width=SAMPLE_WIDTH)
+                st.button(s.file, key=f"sample-{s.file}", help=s.shows, on_click=_pick_sample, args=(s.file,))
+    chosen = next((s for s in samples if s.file == st.session_state.get("sample")), None)
+    return Picture(chosen.path.read_bytes(), chosen.file, False) if chosen else None
 
 
 def decode_picture(picture: Picture, settings: UiSettings) -> Optional[np.ndarray]:
     """BGR pixels, or None after saying on the page why the picture cannot be used."""
     if len(picture.data) > settings.max_upload_mb * MB:  # the server refuses these already; belt and braces
-        st.error(f"**{picture.name}** is {human_size(len(picture.data))}; the limit is {settings.max_upload_mb} MB.")
+        st.error(f"**{md_escape(picture.name)}** is {human_size(len(picture.data))}; the limit is "
+                 f"{settings.max_upload_mb} MB.")
         return None
     try:
         return decode_image(picture.data, name=picture.name)
     except ImageError as e:
-        st.error(f"Could not read this image. {e}", icon=":material/block:")
+        st.error(f"Could not read this image. {md_escape(e)}", icon=":material/block:")
         return None
 
 
@@ -186,7 +228,7 @@ def for_display(image_bgr: np.ndarray) -> np.ndarray:
 
 def show_picture(image_bgr: np.ndarray, picture: Picture) -> None:
     h, w = image_bgr.shape[:2]
-    caption = f"{picture.name} · {w}×{h}"
+    caption = f"{md_escape(picture.name)} · {w}×{h}"
     if picture.from_camera:  # the camera widget already shows the photo
         st.caption(caption)
         return
@@ -200,11 +242,11 @@ def show_picture(image_bgr: np.ndarray, picture: Picture) -> None:
 def show_answer(results, timing: Timing, loaded: LoadedModel) -> None:
     top = results[0]
     with st.container(key="prediction"):
-        st.markdown(f"### {top.label}")
+        st.markdown(f"### {md_escape(top.label)}")
         st.caption(f"{top.score:.1%} confident · class {top.index}")
     with st.container(key="top5"):
         for r in results:
-            st.progress(min(max(float(r.score), 0.0), 1.0), text=f"{r.label} · {r.score:.1%}")
+            st.progress(min(max(float(r.score), 0.0), 1.0), text=f"{md_escape(r.label)} · {r.score:.1%}")
     threads = loaded.classifier.num_threads
     st.metric(
         "Inference time",
@@ -240,7 +282,7 @@ def main_area(settings: UiSettings, loaded: LoadedModel) -> None:
         try:
             results, timing = classify_timed(loaded, image)
         except EdgeVisionError as e:
-            st.error(f"Could not classify this image: {e}", icon=":material/block:")
+            st.error(f"Could not classify this image: {md_escape(e)}", icon=":material/block:")
             return
         show_answer(results, timing, loaded)
     with left:
@@ -251,7 +293,8 @@ def main() -> None:
     st.set_page_config(page_title="edgevision", page_icon=":material/image_search:", layout="wide")
     settings = UiSettings.from_env()
     st.title("edgevision")
-    st.caption("Upload an image and see what the model thinks. Runs on TensorFlow Lite, without TensorFlow.")
+    st.caption("Upload an image, take one with the camera or click a sample photo, and see what the model thinks. "
+               "Runs on TensorFlow Lite, without TensorFlow.")
 
     entries, warnings = discover_models(settings)
     for warning in warnings:
@@ -273,7 +316,8 @@ def main() -> None:
         )
     except EdgeVisionError as e:
         st.error(
-            f"Cannot use the model **{entry.name}**: {e}. Choose another one in the sidebar.", icon=":material/block:"
+            f"Cannot use the model **{md_escape(entry.name)}**: {md_escape(e)}. Choose another one in the sidebar.",
+            icon=":material/block:",
         )
         return
     show_model_card(entry, loaded)
@@ -286,7 +330,7 @@ except Exception as e:  # a bug, not bad input: say so on the page and keep serv
     if os.environ.get("EDGEVISION_DEBUG"):
         raise
     st.error(
-        f"Internal error: {type(e).__name__}: {e}. This is a bug in edgevision; "
+        f"Internal error: {type(e).__name__}: {md_escape(e)}. This is a bug in edgevision; "
         "restart with EDGEVISION_DEBUG=1 to see the traceback.",
         icon=":material/error:",
     )

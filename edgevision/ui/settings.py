@@ -23,6 +23,21 @@ DEFAULT_PORT = 8501
 DEFAULT_HOST = "127.0.0.1"
 MODEL_SUFFIX = ".tflite"
 
+#: What each bundled model is, in words the page shows beside the switch: (title, what it recognises).
+MODEL_GUIDE = {
+    "imagenet-mobilenetv2": ("General: MobileNetV2 (ImageNet)",
+                             "Recognises 1000 everyday objects, animals and foods (the ImageNet classes), one "
+                             "answer per photo. People are not a class: it names what they wear or hold."),
+    "cifar10-mobilenetv2": ("CIFAR-10: MobileNetV2",
+                            "Recognises only CIFAR-10's 10 classes: airplane, automobile, bird, cat, deer, dog, "
+                            "frog, horse, ship, truck. Anything else gets one of these."),
+    "cifar10-cnn": ("CIFAR-10: small CNN",
+                    "Recognises only CIFAR-10's 10 classes (airplane, automobile, bird, cat, deer, dog, frog, "
+                    "horse, ship, truck) from a 32x32 thumbnail. Anything else gets one of these."),
+}
+#: Class names listed in the words for a model the guide does not know.
+LISTED_CLASSES = 10
+
 
 @dataclass(frozen=True)
 class UiSettings:
@@ -76,6 +91,39 @@ class ModelEntry:
     trusted: bool = False  # bundled models ship with the package: no child-process check needed
     bytes: int = 0
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def title(self) -> str:
+        """The switch's caption: what kind of model this is."""
+        return MODEL_GUIDE.get(self.name, ("", ""))[0] if self.origin == "bundled" else ""
+
+
+def recognises(entry: ModelEntry, labels) -> str:
+    """What the model can recognise, in words: the guide's for a bundled model, else from its labels."""
+    if entry.origin == "bundled" and entry.name in MODEL_GUIDE:
+        return MODEL_GUIDE[entry.name][1]
+    labels = list(labels)
+    shown = ", ".join(labels[:LISTED_CLASSES]) + (", …" if len(labels) > LISTED_CLASSES else "")
+    return f"Recognises {len(labels)} classes: {shown}. Anything else gets one of these."
+
+
+#: Characters with a meaning in Markdown (or in Streamlit's additions to it: `:icon:`, `:red[text]`, `$math$`).
+MARKDOWN_SPECIAL = set("\\`*_{}[]()#+-.!|<>~$:=^&\"'")
+WORD_JOINER = "\u2060"  # invisible; after a colon it keeps Streamlit from reading `:name:` as an icon or colour
+
+
+def md_escape(text) -> str:
+    """`text` shown as itself by st.markdown and friends: model-supplied strings (labels, names, paths) are
+    data, never Markdown or HTML. Newlines become spaces (one label, one line)."""
+    out = []
+    for ch in " ".join(str(text).splitlines()):
+        if ch == ":":
+            out.append("\\:" + WORD_JOINER)
+        elif ch in MARKDOWN_SPECIAL:
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def discover_models(settings: UiSettings) -> Tuple[List[ModelEntry], List[str]]:
