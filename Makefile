@@ -61,11 +61,20 @@ $(TFSUPPORT)/.installed:
 
 consumers: $(MEDIAPIPE)/.installed $(TFSUPPORT)/.installed
 
-demo: setup
-	$(BIN)/python -m edgevision.demo
+# The demo needs only what a device needs (the edge extra: no TensorFlow, no Streamlit), in its own venv, so
+# `make demo` on a fresh clone installs a few hundred MB, not the dev environment `make test` builds.
+DEMO_VENV := .venv-demo
+$(DEMO_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DEMO_VENV)/bin/python -m pip install --quiet -e '.[edge]'
+	touch $@
+
+demo: $(DEMO_VENV)/.installed
+	$(DEMO_VENV)/bin/python -m edgevision.demo
 
 test: setup browser legacy consumers
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(LEGACY) $(MEDIAPIPE) $(TFSUPPORT) build dist *.egg-info .pytest_cache demo-output
+	rm -rf $(VENV) $(DEMO_VENV) $(LEGACY) $(MEDIAPIPE) $(TFSUPPORT) build dist *.egg-info .pytest_cache demo-output
