@@ -129,7 +129,10 @@ def _check_consumer(rows, case, library: str) -> None:
     assert len(rows) == len(case["images"])
     for row in rows:
         assert sorted(label for label, _ in row) == sorted(case["labels"]), f"{library} reads other labels: {row}"
-    theirs = [row[0][0] for row in rows]
+    # A uint8-score model ties often on a 1000-class output (upscaled CIFAR thumbnails give it little to go on),
+    # and each library breaks ties its own way: where the consumer scores edgevision's top-1 as high as its own
+    # top-1, both answers are right by the same scores.
+    theirs = [ours if dict(row).get(ours) == row[0][1] else row[0][0] for row, ours in zip(rows, case["top1"])]
     rate = _agreement(theirs, case["top1"])
     assert rate >= AGREEMENT, (f"{library} agrees with edgevision's top-1 on {rate:.1%} of {len(rows)} images "
                                f"of {case['name']} (needs {AGREEMENT:.0%})")

@@ -406,6 +406,25 @@ def test_reference_model_says_egyptian_cat(server, browser, tmp_path):
 
 
 @pytest.mark.browser
+def test_the_page_opens_on_the_general_model_and_a_clicked_sample_is_classified(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from edgevision.samples import sample_photos
+
+    open_page(browser, server)
+    card = texts(browser, MODEL_CARD)[0]
+    assert card.startswith("imagenet-mobilenetv2\n") and "1000 everyday objects" in card, card
+    photo = next(s for s in sample_photos() if s.file == "coffee.jpg")
+    buttons = {b.text: b for b in browser.find_elements(By.CSS_SELECTOR, ".st-key-samples button")}
+    assert photo.file in buttons, f"no sample button {photo.file!r}; found {sorted(buttons)}"
+    buttons[photo.file].click()
+    wait(browser, lambda d: any(t.startswith(f"{photo.file} · ") for t in texts(d, IMAGE_CAPTION))
+         and len(texts(d, TOP5_BARS)) == 5 and idle(d), f"the answer for the sample {photo.file}")
+    screenshot(browser, tmp_path, "ui-sample")
+    assert texts(browser, TOP_LABEL)[0] == photo.imagenet, texts(browser, TOP5_BARS)
+
+
+@pytest.mark.browser
 def test_switching_model_changes_the_answer(server, browser, tmp_path):
     open_page(browser, server)
     card = select_model(browser, COLORS_NAME)
