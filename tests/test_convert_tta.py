@@ -34,12 +34,12 @@ def shape_images(tiny_run, per_class=4):
 
 
 def run_tflite(path, x):
-    """Run a float-input .tflite on a batch of normalised images, one image per invoke (as a device does)."""
+    """Run a .tflite on a batch of images (uint8 pixels for the default interface), one per invoke, as a device does."""
     interpreter = make_interpreter(path.read_bytes())
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     probs = []
     for image in x:
-        interpreter.set_tensor(inp["index"], image[None].astype(np.float32))
+        interpreter.set_tensor(inp["index"], image[None].astype(inp["dtype"]))
         interpreter.invoke()
         probs.append(interpreter.get_tensor(out["index"])[0].copy())
     return np.stack(probs)
@@ -51,10 +51,11 @@ def test_flip_tta_file_computes_the_mean_of_the_image_and_its_mirror(tta_report,
     report, _ = tta_report
     variants = {v.variant: v for v in report.variants}
     assert set(variants) == {"float32-flip-tta", "int8-flip-tta"}
-    x = normalize(shape_images(tiny_run), PreprocessConfig.load(tiny_run / "preprocess.json"))
+    pixels = shape_images(tiny_run)
+    x = normalize(pixels, PreprocessConfig.load(tiny_run / "preprocess.json"))
     model = keras.models.load_model(tiny_run / "model.keras")
     plain, mirrored = np.asarray(model(x)), np.asarray(model(x[:, :, ::-1]))
-    got = run_tflite(variants["float32-flip-tta"].path, x)
+    got = run_tflite(variants["float32-flip-tta"].path, pixels)  # the file normalises the pixels itself
     np.testing.assert_allclose(got, (plain + mirrored) / 2, atol=1e-5)
     assert np.abs(got - plain).max() > 1e-3  # the shapes sit off-centre: the two views do differ
 

@@ -337,7 +337,10 @@ try:
     outcome = "accepted"
 except ModelError as e:
     outcome = "ModelError: " + str(e)
-peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent (pytest, with TensorFlow loaded)
+# across exec, while VmHWM is this process's own high-water mark.
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")]
+peak_mb = int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"outcome": outcome, "peak_mb": peak_mb}))
 """
 
