@@ -6,7 +6,7 @@ TensorFlow's own `tf.lite.Interpreter` is deliberately not a backend: the edge r
 
 Models are always opened from bytes (`model_content`), never from a path: that is the path on which the
 interpreter runs the flatbuffer verifier first. Handing a path to the C++ loader skipped verification, and
-about 20 % of 4,800 mutated models segfaulted that way (see edge_runtime/safety.py for the rest of the story).
+mutated models then crashed the process (benchmarks/results/findings.md; edge_runtime/safety.py has the rest).
 """
 
 from __future__ import annotations
