@@ -198,7 +198,7 @@ class VideoFileSource(FrameSource):
                 f"cannot read the video file {self.spec.target}: OpenCV could not open it "
                 "(expected a video FFmpeg can decode, e.g. .mp4, .avi, .mkv; or an image or folder)"
             )
-        self._cap = cap
+        self._cap = _within_pixel_cap(cap, f"the video file {self.spec.target}")
         return self
 
     @property
@@ -257,7 +257,7 @@ class LiveSource(FrameSource):
                     "(list cameras with `ls /dev/video*`; close other programs using it)"
                 )
             cap.set(cv2.CAP_PROP_BUFFERSIZE, self.settings.camera_buffer_frames)
-            return cap
+            return _within_pixel_cap(cap, self._display_name())
         params = [
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
             int(self.settings.open_timeout_s * 1000),
@@ -273,7 +273,7 @@ class LiveSource(FrameSource):
                 f"cannot open the stream {self._display_name()}: no answer, refused, or not a video stream "
                 f"within {self.settings.open_timeout_s:g} s (check the URL and that the camera is reachable)"
             )
-        return cap
+        return _within_pixel_cap(cap, f"the stream {self._display_name()}")
 
     def open(self) -> "LiveSource":
         if not self._opened:
@@ -321,6 +321,21 @@ class LiveSource(FrameSource):
 def _redact(url: str) -> str:
     """Hide a password in rtsp://user:password@host URLs before it reaches a log or an error message."""
     return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+
+
+def _within_pixel_cap(cap, name: str):
+    """`cap`, or SourceError (and released) when its frames are larger than images may be: each decoded frame
+    costs width x height x 3 bytes, several in flight, so a huge stream must be refused before the first read."""
+    import cv2
+
+    from edgevision.edge_runtime.images import MAX_PIXELS
+
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+    if w * h > MAX_PIXELS:
+        cap.release()
+        raise SourceError(f"{name} sends {w}x{h} frames ({w * h / 1e6:.0f} Mpx), more than the "
+                          f"{MAX_PIXELS / 1e6:.0f} Mpx limit (set EDGEVISION_MAX_IMAGE_PIXELS to allow it)")
+    return cap
 
 
 def open_source(source: SourceLike, live_settings: LiveSettings = LiveSettings(), on_event=None) -> FrameSource:

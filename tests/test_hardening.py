@@ -591,3 +591,22 @@ def test_keras_commands_without_tensorflow_give_the_install_hint(tmp_path):
         lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
         assert proc.returncode != 0 and len(lines) == 1, (args, proc.stderr[-2000:])
         assert "internal error" not in lines[0] and "pip install 'edgevision[train]'" in lines[0], (args, lines)
+
+
+# --- 8. streams and videos whose frames are larger than images may be ----------------------------------
+def test_a_video_of_frames_over_the_pixel_cap_is_refused_before_reading(tmp_path):
+    import cv2
+
+    from conftest import run_cli
+
+    video = tmp_path / "big.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (400, 300))
+    for _ in range(3):
+        writer.write(np.zeros((300, 400, 3), np.uint8))
+    writer.release()
+    capped = run_cli("classify", "--model", "cifar10-cnn", "--source", video, "--headless",
+                     env={"EDGEVISION_MAX_IMAGE_PIXELS": "100000"})  # 400x300 is 0.12 Mpx
+    assert capped.returncode != 0 and "400x300" in capped.stderr and "Mpx limit" in capped.stderr
+    assert len(capped.stderr.strip().splitlines()) == 1 and capped.stdout == ""
+    ok = run_cli("classify", "--model", "cifar10-cnn", "--source", video, "--headless")
+    assert ok.returncode == 0 and len(ok.stdout.strip().splitlines()) == 3
