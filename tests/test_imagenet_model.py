@@ -11,6 +11,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import run_cli
@@ -179,3 +180,29 @@ def test_the_page_starts_on_the_general_model_and_classifies_a_clicked_sample():
     app.sidebar.radio[0].set_value("bundled:cifar10-cnn").run()
     card = " ".join(m.value for m in app.sidebar.markdown)
     assert "10 classes" in card and not app.exception
+
+
+def test_the_page_decodes_a_bounded_number_of_pictures_at_once():
+    """Uploads beyond DECODE_SLOTS wait for a slot instead of all being decoded (and held) together."""
+    import threading
+
+    import cv2
+
+    from edgevision.ui import app
+    from edgevision.ui.settings import UiSettings
+
+    ok, png = cv2.imencode(".png", np.zeros((64, 64, 3), np.uint8))
+    picture = app.Picture(png.tobytes(), "x.png", False)
+    held = []
+    while app.DECODE_SLOTS.acquire(blocking=False):  # every slot busy, as under a burst of uploads
+        held.append(1)
+    assert held, "the page must allow at least one decode"
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (app.decode_picture(picture, UiSettings()), done.set()))
+    worker.start()
+    assert not done.wait(0.5)  # waits for a slot
+    app.DECODE_SLOTS.release()
+    assert done.wait(10)
+    worker.join()
+    for _ in held[1:]:
+        app.DECODE_SLOTS.release()

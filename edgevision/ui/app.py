@@ -28,6 +28,9 @@ MIN_DISPLAY_WIDTH = 320
 #: Most classifiers kept loaded at once (each holds its interpreter and tensors in memory).
 MAX_LOADED_MODELS = 8
 MB = 1024 * 1024
+#: Pictures decoded at once, across every visitor: a 50 Mpx upload costs about 200 MB while it is decoded and
+#: resized, so the page's memory stays bounded however many arrive together; the others wait their turn.
+DECODE_SLOTS = threading.BoundedSemaphore(int(os.environ.get("EDGEVISION_UI_DECODES", "2")))
 #: Class lists longer than this scroll inside a box of CLASS_LIST_HEIGHT pixels (ImageNet has 1001).
 CLASS_LIST_ROWS = 12
 CLASS_LIST_HEIGHT = 300
@@ -210,7 +213,8 @@ def decode_picture(picture: Picture, settings: UiSettings) -> Optional[np.ndarra
                  f"{settings.max_upload_mb} MB.")
         return None
     try:
-        return decode_image(picture.data, name=picture.name)
+        with DECODE_SLOTS:
+            return decode_image(picture.data, name=picture.name)
     except ImageError as e:
         st.error(f"Could not read this image. {md_escape(e)}", icon=":material/block:")
         return None
