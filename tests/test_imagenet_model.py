@@ -206,3 +206,12 @@ def test_the_page_decodes_a_bounded_number_of_pictures_at_once():
     worker.join()
     for _ in held[1:]:
         app.DECODE_SLOTS.release()
+
+
+def test_page_messages_name_files_not_server_folders(tmp_path):
+    from edgevision.ui.settings import hide_paths
+
+    model = tmp_path / "models" / "m.tflite"
+    message = f"{model}: not a TensorFlow Lite model; labels {tmp_path / 'labels.txt'} unread"
+    shown = hide_paths(message, model, tmp_path / "labels.txt")
+    assert str(tmp_path) not in shown and shown.startswith("m.tflite: not a") and "labels labels.txt" in shown

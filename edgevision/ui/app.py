@@ -18,7 +18,7 @@ import streamlit as st
 
 from edgevision.edge_runtime.images import IMAGE_EXTENSIONS, MAX_PIXELS, decode_image
 from edgevision.errors import EdgeVisionError, ImageError
-from edgevision.ui.settings import ModelEntry, UiSettings, discover_models, md_escape, recognises
+from edgevision.ui.settings import ModelEntry, UiSettings, discover_models, hide_paths, md_escape, recognises
 
 TOP_K = 5
 UPLOAD_TYPES = sorted({ext.lstrip(".") for ext in IMAGE_EXTENSIONS})
@@ -129,7 +129,7 @@ def show_model_card(entry: ModelEntry, loaded: LoadedModel) -> None:
     with st.sidebar.container(key="model-card"):
         st.markdown(f"**{md_escape(entry.name)}**")
         st.markdown(md_escape(recognises(entry, labels)))
-        st.caption(md_escape(entry.path))
+        st.caption(md_escape(entry.path.name))  # the file, never the server's folders
         pre = c.preprocess
         preprocess_origin = PREPROCESS_SOURCES.get(c.preprocess_source, c.preprocess_source)
         rows = [
@@ -320,7 +320,8 @@ def main() -> None:
         )
     except EdgeVisionError as e:
         st.error(
-            f"Cannot use the model **{md_escape(entry.name)}**: {md_escape(e)}. Choose another one in the sidebar.",
+            f"Cannot use the model **{md_escape(entry.name)}**: {md_escape(hide_paths(e, entry.path, entry.labels_path))}. "
+            "Choose another one in the sidebar.",
             icon=":material/block:",
         )
         return

@@ -112,6 +112,15 @@ MARKDOWN_SPECIAL = set("\\`*_{}[]()#+-.!|<>~$:=^&\"'")
 WORD_JOINER = "\u2060"  # invisible; after a colon it keeps Streamlit from reading `:name:` as an icon or colour
 
 
+def hide_paths(text, *paths) -> str:
+    """`text` with each of `paths` (the server's files) shown by file name only: a visitor learns nothing of
+    the server's folders from an error message."""
+    out = str(text)
+    for p in sorted((Path(p) for p in paths if p), key=lambda p: -len(str(p))):
+        out = out.replace(str(p.resolve()), p.name).replace(str(p), p.name)
+    return out
+
+
 def md_escape(text) -> str:
     """`text` shown as itself by st.markdown and friends: model-supplied strings (labels, names, paths) are
     data, never Markdown or HTML. Newlines become spaces (one label, one line)."""
