@@ -12,6 +12,7 @@ Three parts, as TFLite's metadata tools lay them out:
 from __future__ import annotations
 
 import json
+import sys
 from typing import Dict, Optional
 
 import numpy as np
@@ -70,12 +71,9 @@ def model_metadata(name: str, labels, preprocess, quantization: str, *, optimiza
     from edgevision import __version__
 
     producer = {"edgevision": __version__}
-    try:
-        import tensorflow as tf
-
+    tf = sys.modules.get("tensorflow")  # the converter that made the model, if one ran in this process
+    if tf is not None:
         producer["tensorflow"] = tf.__version__
-    except ImportError:
-        pass
     doc = {
         "format": METADATA_FORMAT,
         "metadata": AUTHORITY,
