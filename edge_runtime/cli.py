@@ -42,8 +42,10 @@ SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 @click.option("--headless", is_flag=True,
               help="No window: one JSON line per frame on stdout. The default where there is no display.")
 @click.option("--json", "as_json", is_flag=True, help="Also print one JSON line per frame when a window is shown.")
-@click.option("--save", type=click.Path(dir_okay=False, writable=True), default=None, metavar="OUT.mp4",
-              help="Write the annotated frames to this video file (complete even after Ctrl-C).")
+@click.option("--save", type=click.Path(dir_okay=False, writable=True), default=None, metavar="OUT.webm",
+              help="Write the annotated frames to this video file (complete even after Ctrl-C); the type comes "
+                   "from the extension. .webm (VP9) plays in browsers and everywhere else; .mp4 is H.264 where this "
+                   "OpenCV has it, else mp4v, which desktop players read but browsers may not; also .avi, .mkv.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after this many frames.")
 @click.option("--smooth", type=click.IntRange(min=1), default=1, show_default=True,
               help="Average the scores over the last N frames, so the label does not flicker.")
@@ -69,7 +71,7 @@ def classify(model, source, labels, top_k, threads, backend, trusted, headless, 
     Examples:
       edgevision classify --model cifar10-cnn --source 0
       edgevision classify -m model.tflite -s http://192.168.1.20:8080/stream.mjpg --smooth 5
-      edgevision classify -m model.tflite -s clip.mp4 --headless --save annotated.mp4
+      edgevision classify -m model.tflite -s clip.mp4 --headless --save annotated.webm
       edgevision classify -m model.tflite -s photos/ --top-k 5 > results.jsonl
     """
     from edgevision.edge_runtime.capture import LiveSettings
@@ -87,9 +89,10 @@ def classify(model, source, labels, top_k, threads, backend, trusted, headless, 
     model_path = tflite_ref(model, "classify").model_file
     live = LiveSettings(stall_timeout_s=stall_timeout, reconnect_attempts=reconnect)
 
-    from edgevision.edge_runtime.display import display_available
+    from edgevision.edge_runtime.display import display_available, why_no_window
 
     show = not headless and display_available()
+    no_window = None if show or headless else why_no_window()
     settings = PipelineSettings(top_k=top_k, smooth=smooth, draw=show or save is not None, max_frames=max_frames,
                                 live=live)
     _quiet_opencv()
@@ -99,6 +102,8 @@ def classify(model, source, labels, top_k, threads, backend, trusted, headless, 
     # The source first: a camera that cannot be opened is reported at once, before the model is loaded.
     with _StopOnSignal() as signals:
         source = open_source(spec, live, on_event=_warn)
+        if no_window:  # after the source opened: a source that fails says only its own error
+            click.echo(f"note: {no_window}; one JSON line per frame on stdout instead", err=True)
         try:
             classifier = Classifier(model_path, num_threads=threads, backend=backend, labels=labels, trusted=trusted)
             _run(classifier, source, settings, signals, show=show, print_json=as_json or not show, save=save)
@@ -189,7 +194,10 @@ def _run(classifier, source, settings, signals: _StopOnSignal, show: bool, print
         for line in format_summary(run.summary):
             click.echo(line, err=True)
     if saved is not None:
-        click.echo(f"saved {sink.frames} annotated frames at {sink.fps:.1f} FPS to {saved}", err=True)
+        click.echo(f"saved {sink.frames} annotated frames at {sink.fps:.1f} FPS to {saved} ({sink.codec})", err=True)
+        if not sink.browser_playable:
+            click.echo(f"note: {sink.codec} video may not play in a web browser; save as .webm for one that does",
+                       err=True)
     elif save is not None:
         click.echo(f"no frame was classified, so {save} was not written", err=True)
     if lost is not None:

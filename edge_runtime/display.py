@@ -29,10 +29,29 @@ def opencv_has_gui() -> bool:
     return False
 
 
+#: The pip package whose OpenCV has a GUI backend (it replaces the headless one; both provide `cv2`).
+GUI_PACKAGE = "opencv-python"
+
+
+def _no_display() -> bool:
+    return sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def display_available() -> bool:
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        return False
-    return opencv_has_gui()
+    return not _no_display() and opencv_has_gui()
+
+
+def why_no_window():
+    """One line saying why no window can open here, naming the fix; None when one can.
+
+    The OpenCV build comes first: with the headless package installed even a desktop session gets no window,
+    and that is what users of the `edge` install hit without being told."""
+    if not opencv_has_gui():
+        return (f"no window: this OpenCV has no GUI (opencv-python-headless); for a window, "
+                f"pip uninstall opencv-python-headless && pip install {GUI_PACKAGE}")
+    if _no_display():
+        return "no window: no display here (DISPLAY and WAYLAND_DISPLAY are unset)"
+    return None
 
 
 class Window:

@@ -23,13 +23,20 @@ import numpy as np
 from edgevision.atomic import atomic_path
 from edgevision.errors import SourceError, UsageError, WriteError
 
-FOURCC = "mp4v"  # MPEG-4 Part 2: every OpenCV build with FFmpeg writes it, every player reads it
+FOURCC = "mp4v"  # MPEG-4 Part 2: every OpenCV build with FFmpeg writes it; desktop players read it, browsers do not
+#: Codecs tried in order for each file type, picked from the extension. WebM/VP9 plays in every browser and the
+#: opencv-python wheels write it; H.264 (avc1) plays in browsers too but is absent from most OpenCV builds
+#: (then an .mp4 falls back to mp4v, which desktop players read and browsers mostly refuse).
+CODECS = {".webm": ("VP90", "VP80"), ".mp4": ("avc1", FOURCC), ".m4v": ("avc1", FOURCC), ".mov": ("avc1", FOURCC),
+          ".avi": (FOURCC, "MJPG"), ".mkv": (FOURCC,)}
+#: Codecs a web browser plays (as <video>), so the saved message can say when a file will not.
+BROWSER_CODECS = ("VP90", "VP80", "avc1")
 #: Frames buffered (or seconds, whichever comes first) to measure a live source's rate.
 MEASURE_FRAMES = 30
 MEASURE_SECONDS = 1.0
 FPS_RANGE = (1.0, 120.0)
-#: Containers that take MPEG-4 Part 2 video; FFmpeg picks the container from the file name.
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv")
+#: FFmpeg picks the container from the file name.
+VIDEO_SUFFIXES = tuple(CODECS)
 #: Free space below which a run is refused before it starts: not even a few seconds of video would fit.
 MIN_FREE_BYTES = 1024 * 1024
 
@@ -40,7 +47,7 @@ def check_video_target(path: Path) -> None:
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         raise UsageError(
             f"cannot save video as {path}: unknown video file type {path.suffix or '(none)'!r}; "
-            f"use one of {', '.join(VIDEO_SUFFIXES)} (e.g. out.mp4)"
+            f"use one of {', '.join(VIDEO_SUFFIXES)} (e.g. out.webm, which plays in browsers)"
         )
     parent = path.parent
     try:
@@ -63,6 +70,32 @@ def _free_bytes(folder: Path) -> int:
     return fs.f_bavail * fs.f_frsize
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence FFmpeg while a codec is probed: it prints to file descriptor 2 directly, past OpenCV's log level
+    ("tag 'VP90' is not supported", "could not open codec h264_v4l2m2m"), although the codec that follows works.
+    EDGEVISION_DEBUG=1 keeps those lines."""
+    if os.environ.get("EDGEVISION_DEBUG"):
+        yield
+        return
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real descriptor 2 (an embedding host): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class _Discard(Exception):
     """Raised into the atomic writer to throw the temporary file away."""
 
@@ -78,6 +111,7 @@ class VideoSink:
         check_video_target(self.path)  # fail before the run, not after the first second of it
         self.fps = None if fps is None else float(min(max(fps, FPS_RANGE[0]), FPS_RANGE[1]))
         self.frames = 0
+        self.codec: Optional[str] = None  # the fourcc the file was written with, once open
         self._size: Optional[Tuple[int, int]] = None  # (width, height) of the first frame
         self._pending: List[np.ndarray] = []
         self._first_at: Optional[float] = None
@@ -116,12 +150,20 @@ class VideoSink:
         self._stack = contextlib.ExitStack()
         tmp = self._stack.enter_context(atomic_path(self.path, suffix=self.path.suffix or ".mp4"))
         self._tmp = tmp
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*FOURCC), fps, self._size)
-        if not writer.isOpened():
+        codecs = CODECS.get(self.path.suffix.lower(), (FOURCC,))
+        writer = None
+        for codec in codecs:
+            with _quiet_stderr():  # a missing encoder is expected here: the next codec is tried
+                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*codec), fps, self._size)
+            if writer.isOpened():
+                self.codec = codec
+                break
+            writer.release()
+        if self.codec is None:
             self._abort()
             raise SourceError(
-                f"cannot write the video {self.path}: OpenCV has no {FOURCC} encoder for this file type "
-                "(use a .mp4 or .avi file name)"
+                f"cannot write the video {self.path}: this OpenCV has no {' or '.join(codecs)} encoder for "
+                f"{self.path.suffix} files (use a .webm or .avi file name)"
             )
         self._writer = writer
         pending, self._pending = self._pending, []
@@ -189,6 +231,10 @@ class VideoSink:
                 self._stack.__exit__(_Discard, _Discard(), None)
             self._stack = None
         self.closed = True
+
+    @property
+    def browser_playable(self) -> bool:
+        return self.codec in BROWSER_CODECS
 
     def __enter__(self) -> "VideoSink":
         return self
