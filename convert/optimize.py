@@ -144,13 +144,17 @@ def _fit(model, x, y, epochs: int, opts: Optimizations, history: dict, key: str,
          learning_rate: Optional[float] = None) -> None:
     import tf_keras
 
+    from edgevision.train.progress import keras_verbose
+
     model.compile(
         optimizer=tf_keras.optimizers.Adam(learning_rate or opts.learning_rate),
         loss=tf_keras.losses.SparseCategoricalCrossentropy(),  # the models end in a softmax
         metrics=["accuracy"],
     )
     try:
-        h = model.fit(_batches(x, y, opts.batch_size, opts.seed), epochs=epochs, verbose=0, callbacks=list(callbacks))
+        # The fine-tunes take minutes on real data: the bar on a terminal, one line per epoch in a pipe or log.
+        h = model.fit(_batches(x, y, opts.batch_size, opts.seed), epochs=epochs, verbose=keras_verbose(),
+                      callbacks=list(callbacks))
     except Exception as e:  # tfmot/tf_keras raise ValueError/TypeError deep inside for unsupported graphs
         raise ConversionError(f"{key} fine-tuning failed: {type(e).__name__}: {first_line(e, 300)}") from e
     history[key] = {k: [float(v) for v in vals] for k, vals in h.history.items()}

@@ -7,6 +7,7 @@ import click
 from edgevision.errors import UsageError
 # No TensorFlow or Keras behind this import: the defaults below are read from the settings dataclass, the one
 # place they are written down.
+from edgevision.train.recipe import DEFAULT_MOMENTUM, LR_SCHEDULES, OPTIMIZERS
 from edgevision.train.trainer import CUTOUT_FRACTION, LABEL_SMOOTHING, WEIGHT_DECAY, TrainSettings
 
 
@@ -34,6 +35,26 @@ def _common(f):
         click.option("--cutout", type=int, default=None,
                      help="Side in pixels of a random square blanked out of each training image; 0 disables "
                           f"[default: 1/{CUTOUT_FRACTION} of the input side: 8 for cnn, 40 for mobilenetv2 at 160 px]."),
+        click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None,
+                     help="Optimizer [default: the model's recipe: sgd (Nesterov) for cnn, adamw for mobilenetv2]."),
+        click.option("--momentum", type=float, default=None,
+                     help=f"Momentum of sgd or rmsprop [default: {DEFAULT_MOMENTUM['sgd']} for sgd, "
+                          f"{DEFAULT_MOMENTUM['rmsprop']} for rmsprop]."),
+        click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=TrainSettings.lr_schedule,
+                     show_default=True,
+                     help="Learning rate over each phase: cosine decay, constant, or step (x0.1 at 1/2 and 3/4); "
+                          "cnn warms up first with cosine and constant."),
+        click.option("--class-weight", default=None, metavar="balanced|FILE",
+                     help="Weigh the loss per class: 'balanced' (inverse class frequency) or a JSON file "
+                          "{class: weight} (classes it omits weigh 1) [default: every class weighs 1]."),
+        click.option("--rotation", type=float, default=TrainSettings.rotation, show_default=True,
+                     help="Augmentation: random rotation up to this many degrees either way; 0 disables."),
+        click.option("--zoom", type=float, default=TrainSettings.zoom, show_default=True,
+                     help="Augmentation: random zoom by a factor in [1-ZOOM, 1+ZOOM]; 0 disables."),
+        click.option("--color-jitter", type=float, default=TrainSettings.color_jitter, show_default=True,
+                     help="Augmentation: brightness, contrast and saturation scaled in [1-J, 1+J]; 0 disables."),
+        click.option("--random-erasing", type=float, default=TrainSettings.random_erasing, show_default=True,
+                     help="Augmentation: probability of replacing a random rectangle with noise; 0 disables."),
         click.option("--limit-per-class", type=int, default=None,
                      help="Use at most N images per class (quick experiments and tests)."),
         click.option("--resume", is_flag=True,

@@ -39,11 +39,24 @@ _READABLE = np.zeros(1, dtype=np.uint8)  # what a lazy split's probe keeps of an
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Random flips and translations (pad-and-crop), the standard CIFAR recipe."""
+    """Random flips and translations (pad-and-crop), the standard CIFAR recipe, and optional extras (all off by
+    default, so the recipes' batches stay what they were: a knob that is off draws no random numbers)."""
 
     flip: bool = True
     pad: int = 4  # pixels of reflection padding before a random crop back to size; 0 disables
     cutout: int = 0  # side of a random square blanked out (in pixels); 0 disables
+    rotation: float = 0.0  # degrees: each image turns by a random angle in [-rotation, rotation]
+    zoom: float = 0.0  # each image scales by a random factor in [1 - zoom, 1 + zoom] about its centre
+    color_jitter: float = 0.0  # brightness, contrast and saturation each scaled in [1 - j, 1 + j]
+    random_erasing: float = 0.0  # probability of replacing a random rectangle with noise (Zhong et al. 2017)
+
+
+def check_augmentation(rotation: float, zoom: float, color_jitter: float, random_erasing: float) -> None:
+    """UsageError naming the option for a value outside its range."""
+    for option, value, low, high in (("--rotation", rotation, 0, 180), ("--zoom", zoom, 0, 0.9),
+                                     ("--color-jitter", color_jitter, 0, 1), ("--random-erasing", random_erasing, 0, 1)):
+        if not low <= value <= high:
+            raise UsageError(f"{option} must be between {low} and {high}, got {value}")
 
 
 # --- the split -----------------------------------------------------------------------------------------
@@ -393,13 +406,21 @@ class BatchPlan:
         return normalize(pixels, self.preprocess), self.targets[idx]
 
     def _augmented(self, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        # The draws happen in a fixed order (crop, flip, cutout): changing it would change every batch.
-        batch = self._cropped(idx, rng) if self.augment.pad else self.x[idx].copy()
-        if self.augment.flip:
+        # The draws happen in a fixed order (crop, flip, [rotate/zoom, jitter], cutout, [erase]): changing it
+        # would change every batch. The bracketed ones draw nothing when off, so the recipes are unchanged.
+        a = self.augment
+        batch = self._cropped(idx, rng) if a.pad else self.x[idx].copy()
+        if a.flip:
             flip = rng.random(len(idx)) < 0.5
             batch[flip] = batch[flip, :, ::-1]
-        if self.augment.cutout:
+        if a.rotation or a.zoom:
+            batch = rotate_and_zoom(batch, rng, a.rotation, a.zoom)
+        if a.color_jitter:
+            batch = color_jitter(batch, rng, a.color_jitter)
+        if a.cutout:
             self._cut_out(batch, rng)
+        if a.random_erasing:
+            random_erase(batch, rng, a.random_erasing)
         return batch
 
     def _cropped(self, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -414,6 +435,55 @@ class BatchPlan:
         for k in range(n):
             top, left = max(0, cy[k] - half), max(0, cx[k] - half)
             batch[k, top : cy[k] + half, left : cx[k] + half] = self.blank
+
+
+def rotate_and_zoom(batch: np.ndarray, rng: np.random.Generator, degrees: float, zoom: float) -> np.ndarray:
+    """Each image turned and scaled about its centre by random amounts, bilinear, edges repeated outwards (no
+    black corners for the network to learn)."""
+    n, h, w = batch.shape[:3]
+    angle = np.deg2rad(rng.uniform(-degrees, degrees, n))
+    scale = rng.uniform(1 - zoom, 1 + zoom, n)
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    yy, xx = yy - cy, xx - cx
+    cos, sin = (np.cos(angle) / scale)[:, None, None], (np.sin(angle) / scale)[:, None, None]
+    # Where each output pixel comes from: the inverse rotation and scale of its position.
+    sy = np.clip(cos * yy - sin * xx + cy, 0, h - 1)
+    sx = np.clip(sin * yy + cos * xx + cx, 0, w - 1)
+    y0, x0 = np.floor(sy).astype(np.intp), np.floor(sx).astype(np.intp)
+    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+    fy, fx = (sy - y0)[..., None], (sx - x0)[..., None]
+    k = np.arange(n)[:, None, None]
+    src = batch.astype(np.float32)
+    top = src[k, y0, x0] * (1 - fx) + src[k, y0, x1] * fx
+    bottom = src[k, y1, x0] * (1 - fx) + src[k, y1, x1] * fx
+    return np.clip(np.rint(top * (1 - fy) + bottom * fy), 0, 255).astype(batch.dtype)
+
+
+def color_jitter(batch: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Brightness, contrast (about each image's mean) and saturation (about its grey) scaled at random."""
+    n = len(batch)
+    brightness, contrast, saturation = rng.uniform(1 - strength, 1 + strength, (3, n, 1, 1, 1))
+    x = batch.astype(np.float32) * brightness
+    x = (x - x.mean(axis=(1, 2, 3), keepdims=True)) * contrast + x.mean(axis=(1, 2, 3), keepdims=True)
+    grey = x.mean(axis=3, keepdims=True)
+    x = (x - grey) * saturation + grey
+    return np.clip(np.rint(x), 0, 255).astype(batch.dtype)
+
+
+def random_erase(batch: np.ndarray, rng: np.random.Generator, probability: float) -> None:
+    """Random erasing (Zhong et al. 2017), in place: with `probability`, a rectangle of 2-33 % of the image at
+    an aspect ratio of 0.3-3.3 becomes uniform noise."""
+    n, h, w, c = batch.shape
+    chosen = rng.random(n) < probability
+    area = rng.uniform(0.02, 0.33, n) * h * w
+    aspect = np.exp(rng.uniform(np.log(0.3), np.log(1 / 0.3), n))
+    eh = np.clip(np.rint(np.sqrt(area * aspect)), 1, h).astype(int)
+    ew = np.clip(np.rint(np.sqrt(area / aspect)), 1, w).astype(int)
+    top, left = rng.integers(0, h - eh + 1), rng.integers(0, w - ew + 1)
+    for k in np.flatnonzero(chosen):
+        patch = rng.integers(0, 256, (eh[k], ew[k], c))
+        batch[k, top[k] : top[k] + eh[k], left[k] : left[k] + ew[k]] = patch.astype(batch.dtype)
 
 
 def make_batches(

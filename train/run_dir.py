@@ -11,7 +11,8 @@ from edgevision.edge_runtime.labels import load_labels
 from edgevision.edge_runtime.preprocess import PreprocessConfig
 from edgevision.errors import ModelError
 
-MODEL = "model.keras"
+MODEL = "model.keras"  # the best epoch by validation accuracy (what convert, predict and evaluate read)
+LAST_MODEL = "last.keras"  # the last epoch's
 LABELS = "labels.txt"
 PREPROCESS = "preprocess.json"
 RUN = "run.json"
@@ -22,6 +23,7 @@ REPORT_JSON = "report.json"
 REPORT_TXT = "report.txt"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_STATE = "state.json"
+BEST_PREFIX = "best-"  # checkpoints/best-epoch-NNN.keras: the best epoch so far
 
 
 @dataclass(frozen=True)

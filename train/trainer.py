@@ -16,6 +16,8 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -28,13 +30,18 @@ from edgevision import __version__, atomic
 from edgevision.edge_runtime.preprocess import PreprocessConfig
 from edgevision.errors import ModelError, UsageError
 from edgevision.train import run_dir as rd
-from edgevision.train.data import Augmentation, SplitData, channel_stats, load_split, make_batches
+from edgevision.train.data import (Augmentation, SplitData, channel_stats, check_augmentation, load_split,
+                                   make_batches)
+from edgevision.train.progress import keras_verbose
+from edgevision.train.recipe import check_optimizer_choice, class_weights, make_optimizer, momentum_for, schedule
 
 log = logging.getLogger(__name__)
 
 ARCHITECTURES = ("cnn", "mobilenetv2")
 # Settings that may differ between an interrupted run and its resumption without changing the result.
 _RESUME_IGNORED = {"out", "resume", "verbose"}
+#: What "best" means for the checkpoint kept as the run's model.keras (a column of history.csv).
+BEST_MONITOR = "val_accuracy"
 
 
 #: Default cutout: a square a quarter of the input's side, i.e. 8 px on the CNN's 32 px images (the size the fast
@@ -77,6 +84,15 @@ class TrainSettings:
     head_epochs: int = 2
     fine_tune_layers: Optional[int] = None  # None: the whole base, which beat its top 100 (findings.md)
     fine_tune_learning_rate: float = 3e-4
+    # Knobs beyond the recipes (edgevision.train.recipe); the defaults keep the recipes as they are.
+    optimizer: Optional[str] = None  # adam | adamw | sgd | rmsprop; None: the architecture's (cnn sgd, mnv2 adamw)
+    momentum: Optional[float] = None  # sgd and rmsprop; None: recipe.DEFAULT_MOMENTUM
+    lr_schedule: str = "cosine"  # cosine | constant | step, per phase
+    class_weight: Optional[str] = None  # "balanced" or a JSON file {class: weight}; None: every class weighs 1
+    rotation: float = 0.0  # degrees, random in [-rotation, rotation]
+    zoom: float = 0.0  # random scale in [1 - zoom, 1 + zoom]
+    color_jitter: float = 0.0  # brightness, contrast and saturation each scaled in [1 - j, 1 + j]
+    random_erasing: float = 0.0  # probability of erasing a random rectangle with noise
 
     def __post_init__(self):
         if self.arch not in ARCHITECTURES:
@@ -95,6 +111,8 @@ class TrainSettings:
             raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.arch == "mobilenetv2" and not 0 <= self.head_epochs <= self.epochs:
             raise UsageError(f"--head-epochs must be between 0 and --epochs ({self.epochs}), got {self.head_epochs}")
+        check_optimizer_choice(self.optimizer, self.momentum, self.weight_decay, self.lr_schedule)
+        check_augmentation(self.rotation, self.zoom, self.color_jitter, self.random_erasing)
 
 
 @dataclass(frozen=True)
@@ -103,7 +121,8 @@ class Phase:
     start: int  # global epoch index where this phase starts
     end: int  # exclusive
     learning_rate: float
-    optimizer: str  # "sgd" | "adamw"
+    optimizer: str  # one of recipe.OPTIMIZERS
+    warmup: bool = False  # ramp the learning rate up over settings.warmup_fraction of the phase
 
 
 @dataclass
@@ -139,14 +158,15 @@ def phases_for(settings: TrainSettings) -> List[Phase]:
     if settings.arch == "cnn":
         # SGD with Nesterov momentum and a warm-up + cosine schedule: the standard fast CIFAR recipe.
         lr = settings.learning_rate or 0.1 * settings.batch_size / 128
-        return [Phase("train", 0, settings.epochs, lr, "sgd")]
+        return [Phase("train", 0, settings.epochs, lr, settings.optimizer or "sgd", warmup=True)]
     head = settings.head_epochs
     lr = settings.learning_rate or 1e-3
+    optimizer = settings.optimizer or "adamw"
     phases = []
     if head:
-        phases.append(Phase("head", 0, head, lr, "adamw"))
+        phases.append(Phase("head", 0, head, lr, optimizer))
     if settings.epochs > head:
-        phases.append(Phase("fine_tune", head, settings.epochs, settings.fine_tune_learning_rate, "adamw"))
+        phases.append(Phase("fine_tune", head, settings.epochs, settings.fine_tune_learning_rate, optimizer))
     return phases
 
 
@@ -164,20 +184,45 @@ def read_checkpoint_state(out: Path) -> Optional[dict]:
     return state
 
 
-def _save_checkpoint(out: Path, model, epoch: int, phase: str, history: List[dict], elapsed: float) -> None:
+def _save_checkpoint(out: Path, model, epoch: int, phase: str, history: List[dict], elapsed: float,
+                     best: Optional[dict]) -> Optional[dict]:
+    """Save this epoch (and, when it beats `best`, a second name for it as the best); returns the best so far.
+
+    The best is a file of its own (`best-epoch-NNN.keras`) because the epoch checkpoints are pruned as the
+    run goes on; state.json names both, so a kill -9 between any two steps leaves a pair it can resume from.
+    """
     ckpt_dir = out / rd.CHECKPOINTS
     name = f"epoch-{epoch:03d}.keras"
     with atomic.atomic_path(ckpt_dir / name, suffix=".keras") as tmp:
         model.save(tmp)
+    score = history[-1].get(BEST_MONITOR) if history else None
+    if score is not None and math.isfinite(score) and (best is None or score > best[BEST_MONITOR]):
+        best = {"epoch": epoch, BEST_MONITOR: score, "checkpoint": f"{rd.BEST_PREFIX}{name}"}
+        _second_name(ckpt_dir / name, ckpt_dir / best["checkpoint"])
     atomic.write_json(
         ckpt_dir / rd.CHECKPOINT_STATE,
         {"epoch": epoch, "phase": phase, "checkpoint": name, "history": history, "elapsed_seconds": elapsed,
-         "python_random_state": _python_random_state()},
+         "python_random_state": _python_random_state(), "best": best},
     )
-    for old in ckpt_dir.glob("epoch-*.keras"):
-        if old.name != name:
+    keep = {name, best["checkpoint"] if best else None}
+    for old in [*ckpt_dir.glob("epoch-*.keras"), *ckpt_dir.glob(f"{rd.BEST_PREFIX}epoch-*.keras")]:
+        if old.name not in keep:
             old.unlink(missing_ok=True)
     remove_stale_temporaries(out)
+    return best
+
+
+def _second_name(source: Path, target: Path) -> None:
+    """`target` becomes a copy of `source`, atomically: a hard link where the file system has them (no
+    second model's worth of disk), a copy where it does not."""
+    import shutil
+
+    with atomic.atomic_path(target, suffix=".keras") as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
 
 
 # Keras' fit(shuffle=True) also shuffles the order of a PyDataset's batches each epoch, with Python's global
@@ -203,12 +248,16 @@ def _restore_python_random_state(saved) -> None:
 def remove_stale_temporaries(out: Path) -> None:
     """Delete temporary files a kill -9 left mid-save (atomic_path's `.<name>.<random>` files): they are
     never read, but a whole model's worth per interrupted save adds up."""
-    for folder, pattern in ((out / rd.CHECKPOINTS, ".epoch-*.keras.*"), (out, f".{rd.MODEL}.*")):
+    for folder, pattern in ((out / rd.CHECKPOINTS, ".epoch-*.keras.*"),
+                            (out / rd.CHECKPOINTS, f".{rd.BEST_PREFIX}epoch-*.keras.*"),
+                            (out, f".{rd.MODEL}.*"), (out, f".{rd.LAST_MODEL}.*")):
         for stale in folder.glob(pattern):
             stale.unlink(missing_ok=True)
 
 
-def _epoch_callback(out: Path, phase: Phase, history: List[dict], started: float, elapsed_before: float):
+def _epoch_callback(out: Path, phase: Phase, history: List[dict], started: float, elapsed_before: float,
+                    tracker: dict):
+    """Checkpoints every epoch; `tracker["best"]` carries the best epoch so far across phases."""
     import keras
 
     class EpochCheckpoint(keras.callbacks.Callback):
@@ -219,7 +268,8 @@ def _epoch_callback(out: Path, phase: Phase, history: List[dict], started: float
             row["learning_rate"] = float(np.asarray(keras.ops.convert_to_numpy(lr)))
             history.append(row)
             elapsed = elapsed_before + time.time() - started
-            _save_checkpoint(out, self.model, epoch + 1, phase.name, history, elapsed)
+            tracker["best"] = _save_checkpoint(out, self.model, epoch + 1, phase.name, history, elapsed,
+                                               tracker["best"])
             from edgevision.train.reports import write_history_csv
 
             write_history_csv(out / rd.HISTORY, history)
@@ -232,19 +282,10 @@ def _compile(model, phase: Phase, settings: TrainSettings, steps_per_epoch: int)
     import keras
 
     total = max(1, (phase.end - phase.start) * steps_per_epoch)
-    warmup = int(total * settings.warmup_fraction) if phase.optimizer == "sgd" else 0
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup else phase.learning_rate,
-        decay_steps=total - warmup,
-        warmup_target=phase.learning_rate if warmup else None,
-        warmup_steps=warmup,
-    )
-    if phase.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=weight_decay_for(settings))
-    else:
-        optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay_for(settings) * 0.01)
-    # Batch-norm scales/offsets and biases are not decayed (decaying them only hurts).
-    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    warmup = int(total * settings.warmup_fraction) if phase.warmup else 0
+    rate = schedule(settings.lr_schedule, phase.learning_rate, total, warmup)
+    momentum = momentum_for(phase.optimizer, settings.momentum)
+    optimizer = make_optimizer(phase.optimizer, rate, weight_decay_for(settings), momentum)
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing_for(settings)),
@@ -391,6 +432,8 @@ def _check_resumable(out: Path, settings: TrainSettings) -> None:
     if not run_json.is_file():
         return
     recorded = json.loads(run_json.read_text()).get("settings", {})
+    # A run recorded before a knob existed trained with its default: that is no difference.
+    recorded = {**_knob_defaults(), **recorded}
     mine = {k: v for k, v in dataclasses.asdict(settings).items() if k not in _RESUME_IGNORED}
     theirs = {k: v for k, v in recorded.items() if k not in _RESUME_IGNORED}
     # epochs count too: the learning-rate schedule is laid out over the whole run.
@@ -400,6 +443,10 @@ def _check_resumable(out: Path, settings: TrainSettings) -> None:
         raise UsageError(
             f"{out} holds a run with other settings ({details}); use a new --out, or the same settings to resume"
         )
+
+
+def _knob_defaults() -> dict:
+    return {f.name: f.default for f in dataclasses.fields(TrainSettings) if f.default is not dataclasses.MISSING}
 
 
 # --- the run -----------------------------------------------------------------------------------------
@@ -413,6 +460,7 @@ class RunPlan:
     split: SplitData
     preprocess: PreprocessConfig
     record: dict  # run.json, completed with the results at the end
+    class_weight: Optional[dict] = None  # {class index: loss weight} for fit(); None: unweighted
 
     @property
     def resumed_from(self) -> int:
@@ -432,7 +480,7 @@ def train(settings: TrainSettings, echo: Callable[[str], None] = log.info, verbo
     plan = plan_run(settings, echo)
     started = time.time()
     history = list(plan.state["history"]) if plan.state else []
-    model = run_phases(plan, history, started, echo, verbose)
+    model = run_phases(plan, history, started, echo, keras_verbose(verbose))
     return finish_run(plan, model, history, started, echo)
 
 
@@ -450,9 +498,11 @@ def plan_run(settings: TrainSettings, echo: Callable[[str], None]) -> RunPlan:
     out.mkdir(parents=True, exist_ok=True)
     preprocess.save(out / rd.PREPROCESS)
     atomic.write_text(out / rd.LABELS, "\n".join(split.classes) + "\n")
+    weights = class_weights(settings.class_weight, split.classes, split.y_train)
     record = _run_record(settings, policy, split)
+    record["class_weight"] = {c: weights[i] for i, c in enumerate(split.classes)} if weights else None
     atomic.write_json(out / rd.RUN, record)
-    return RunPlan(settings, out, state, split, preprocess, record)
+    return RunPlan(settings, out, state, split, preprocess, record, weights)
 
 
 def _load_data(settings: TrainSettings, out: Path, echo: Callable[[str], None]) -> SplitData:
@@ -471,8 +521,11 @@ def _load_data(settings: TrainSettings, out: Path, echo: Callable[[str], None]) 
 
 
 def augmentation_for(settings: TrainSettings, side: int) -> Augmentation:
-    """Flips, an eighth of the side as pad-and-crop, and cutout: the recipe for images `side` pixels square."""
-    return Augmentation(flip=True, pad=side // 8, cutout=cutout_for(settings, side))
+    """Flips, an eighth of the side as pad-and-crop, and cutout: the recipe for images `side` pixels square;
+    plus the optional knobs (off by default)."""
+    return Augmentation(flip=True, pad=side // 8, cutout=cutout_for(settings, side), rotation=settings.rotation,
+                        zoom=settings.zoom, color_jitter=settings.color_jitter,
+                        random_erasing=settings.random_erasing)
 
 
 def _run_record(settings: TrainSettings, policy: str, split: SplitData) -> dict:
@@ -490,6 +543,9 @@ def _run_record(settings: TrainSettings, policy: str, split: SplitData) -> dict:
         "augmentation": dataclasses.asdict(augmentation_for(settings, split.x_train.shape[1])),
         "weight_decay": weight_decay_for(settings),
         "label_smoothing": label_smoothing_for(settings),
+        "optimizer": {p.name: {"name": p.optimizer, "momentum": momentum_for(p.optimizer, settings.momentum),
+                               "learning_rate_schedule": settings.lr_schedule, "peak_learning_rate": p.learning_rate,
+                               "warmup": p.warmup} for p in phases_for(settings)},
         "data_source": split.source,  # the one record of the split: what conversion redraws it from
         "num_train": int(len(split.x_train)),
         "num_val": int(len(split.x_val)),
@@ -507,6 +563,7 @@ def run_phases(plan: RunPlan, history: List[dict], started: float, echo: Callabl
     if state:
         echo(f"resuming after epoch {done} (phase {state['phase']}) from {out / rd.CHECKPOINTS / state['checkpoint']}")
     model = None
+    tracker = {"best": state.get("best") if state else None}
     with _distribution_scope():
         if state:
             model = keras.models.load_model(out / rd.CHECKPOINTS / state["checkpoint"], safe_mode=True)
@@ -515,7 +572,7 @@ def run_phases(plan: RunPlan, history: List[dict], started: float, echo: Callabl
                 continue
             if model is None:
                 model = _build(settings, len(plan.split.classes), plan.preprocess)
-            callback = _epoch_callback(out, phase, history, started, plan.elapsed_before)
+            callback = _epoch_callback(out, phase, history, started, plan.elapsed_before, tracker)
             _fit_phase(model, phase, plan, state, done, batches, callback, echo, verbose)
             done = phase.end
             state = None  # later phases start fresh (new trainable set, new optimizer)
@@ -544,12 +601,43 @@ def _fit_phase(model, phase: Phase, plan: RunPlan, state: Optional[dict], done: 
         _set_trainable_for_phase(model, phase, settings)
         _compile(model, phase, settings, len(train_batches))
     first = max(done, phase.start)
-    echo(f"phase {phase.name}: epochs {first + 1}..{phase.end}, peak learning rate {phase.learning_rate:g}")
+    echo(f"phase {phase.name}: epochs {first + 1}..{phase.end}, {phase.optimizer}, {settings.lr_schedule} schedule, "
+         f"peak learning rate {phase.learning_rate:g}")
     train_batches.set_epoch(first)
     if state:
         _restore_python_random_state(state.get("python_random_state"))
     model.fit(train_batches, validation_data=val_batches, epochs=phase.end, initial_epoch=first,
-              callbacks=[callback], verbose=verbose)
+              callbacks=[callback], verbose=verbose, class_weight=plan.class_weight)
+
+
+def _save_best_and_last(plan: RunPlan, last, echo: Callable[[str], None]):
+    """Write model.keras (the best epoch by validation accuracy) and last.keras (the last epoch); returns the
+    best model and run.json's record of which is which. A run whose validation accuracy never came out a
+    number keeps the last epoch as model.keras, and says so."""
+    import keras
+
+    out = plan.out
+    state = read_checkpoint_state(out) or {}
+    best, last_epoch = state.get("best"), state.get("epoch", plan.settings.epochs)
+    model = last
+    if best and best["epoch"] != last_epoch:
+        model = keras.models.load_model(out / rd.CHECKPOINTS / best["checkpoint"], safe_mode=True)
+    for name, which in ((rd.LAST_MODEL, last), (rd.MODEL, model)):
+        if plan.settings.arch == "cnn":
+            from edgevision.train.architectures import fold_logit_scale
+
+            which = fold_logit_scale(which)  # checkpoints keep it (resuming trains on); the saved models need not
+        with atomic.atomic_path(out / name, suffix=".keras") as tmp:
+            which.save(tmp)
+        if name == rd.MODEL:
+            model = which
+    chosen = "best" if best else "last"
+    best_epoch = best["epoch"] if best else last_epoch
+    echo(f"{rd.MODEL}: epoch {best_epoch} ({'best ' + BEST_MONITOR if best else 'last epoch'}); "
+         f"{rd.LAST_MODEL}: epoch {last_epoch}")
+    record = {rd.MODEL: chosen, rd.LAST_MODEL: "last", "monitor": BEST_MONITOR, "best_epoch": best_epoch,
+              "last_epoch": last_epoch, "best_" + BEST_MONITOR: best[BEST_MONITOR] if best else None}
+    return model, record
 
 
 def finish_run(plan: RunPlan, model, history: List[dict], started: float, echo: Callable[[str], None]) -> RunResult:
@@ -559,12 +647,7 @@ def finish_run(plan: RunPlan, model, history: List[dict], started: float, echo: 
     from edgevision.train.reports import plot_curves, write_classification_reports, write_history_csv
 
     settings, split, out = plan.settings, plan.split, plan.out
-    if settings.arch == "cnn":
-        from edgevision.train.architectures import fold_logit_scale
-
-        model = fold_logit_scale(model)  # checkpoints keep it (resuming trains on); the saved model need not
-    with atomic.atomic_path(out / rd.MODEL, suffix=".keras") as tmp:
-        model.save(tmp)
+    model, plan.record["checkpoint"] = _save_best_and_last(plan, model, echo)
     # Scored by the engine behind `edgevision evaluate`, with its probability and top-1 rules.
     validation = KerasPredictor(model, list(split.classes), plan.preprocess, batch_size=256)
     probs = predict_arrays(validation, split.x_val, batch_size=len(split.x_val) or 1)
