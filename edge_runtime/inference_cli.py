@@ -46,9 +46,12 @@ def _load(model, labels, preprocess, threads):
                    "(what `bench --eval` does).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout (messages go to stderr).")
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None,
-              help="Where report.json, report.txt and confusion_matrix.png go [default: ./evaluation-<model>].")
+              help="Where report.json, report.txt and confusion_matrix.png go [default: a new folder "
+                   "runs/evaluate/<model>, <model>2, ... so no earlier report is overwritten].")
+@click.option("--exist-ok", is_flag=True,
+              help="Let --out replace the report of an earlier evaluation in that folder (refused otherwise).")
 @_model_options
-def evaluate(model, data, skip_unknown, as_json, out, labels, preprocess, threads, batch_size):
+def evaluate(model, data, skip_unknown, as_json, out, exist_ok, labels, preprocess, threads, batch_size):
     """Accuracy and the per-class report of MODEL on an image folder.
 
     MODEL is a run directory, a .keras file, a .tflite file or a bundled model name (see `edgevision models`).
@@ -62,13 +65,19 @@ def evaluate(model, data, skip_unknown, as_json, out, labels, preprocess, thread
     from edgevision.edge_runtime.metrics import format_report
     from edgevision.edge_runtime.inference import write_evaluation
 
+    from edgevision.edge_runtime.progress import Progress
+
     check_data_folder(data)
+    if out:
+        check_out_folder(Path(out), exist_ok)  # before the run, not after minutes of it
     predictor = _load(model, labels, preprocess, threads)
-    result = run_evaluation(predictor, data, skip_unknown=skip_unknown, batch_size=batch_size)
+    with Progress("evaluate") as progress:
+        result = run_evaluation(predictor, data, skip_unknown=skip_unknown, batch_size=batch_size,
+                                progress=progress)
     result.report["model"] = str(predictor.path)
     for note in result.notes():
         click.echo(f"warning: {note}", err=True)
-    out_dir = Path(out) if out else Path(f"evaluation-{_model_name(model)}")
+    out_dir = Path(out) if out else new_run_folder(Path("runs", "evaluate"), _model_name(model))
     written, note = write_evaluation(result, out_dir)
     if note:
         click.echo(f"note: {note}", err=True)
@@ -79,6 +88,37 @@ def evaluate(model, data, skip_unknown, as_json, out, labels, preprocess, thread
     click.echo(f"accuracy: {result.accuracy * 100:.2f}% on {result.n} images ({predictor.path}, {data})")
     click.echo(format_report(result.report), nl=False)
     click.echo(f"wrote {', '.join(str(p) for p in written)}")
+
+
+#: What `evaluate` writes into its folder; an --out folder holding one of them holds an earlier evaluation.
+REPORT_FILES = ("report.json", "report.txt", "confusion_matrix.png")
+
+
+def check_out_folder(out: Path, exist_ok: bool) -> None:
+    """Refuse an --out that would overwrite an earlier evaluation, unless --exist-ok says to."""
+    from edgevision.errors import UsageError
+
+    out = out.expanduser()
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a folder")
+    found = [name for name in REPORT_FILES if (out / name).exists()]
+    if found and not exist_ok:
+        raise UsageError(f"--out {out} already holds an evaluation ({', '.join(found)}); pass --exist-ok to "
+                         "replace it, or leave out --out for a new numbered folder under runs/evaluate/")
+
+
+def new_run_folder(parent: Path, name: str) -> Path:
+    """parent/name, or name2, name3, ... : the first that does not exist, created now so that two runs
+    started together cannot pick the same one."""
+    parent.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        folder = parent / (name if n == 1 else f"{name}{n}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            n += 1
 
 
 def _model_name(model: str) -> str:
@@ -106,10 +146,10 @@ def predict(model, images, k, as_json, annotate_dir, labels, preprocess, threads
       edgevision predict mobilenet_v2.keras cat.bmp --labels imagenet_labels.txt --top-k 3 --json
     """
     from edgevision.errors import ImageError
-    from edgevision.edge_runtime.inference import annotate, predict as run_prediction
+    from edgevision.edge_runtime.inference import annotate
 
     predictor = _load(model, labels, preprocess, threads)
-    results = run_prediction(predictor, images, k=k, batch_size=batch_size)
+    results = _predict_with_progress(predictor, images, k, batch_size)
     used: set = set()
     for r in results:
         if r.error:
@@ -129,3 +169,19 @@ def predict(model, images, k, as_json, annotate_dir, labels, preprocess, threads
     failed = sum(1 for r in results if r.error)
     if failed:
         raise ImageError(f"{failed} of {len(results)} image(s) could not be read (see above)")
+
+
+def _predict_with_progress(predictor, images, k, batch_size):
+    """Predict `batch_size` files at a time so a bar can follow (on a terminal); same results as one call."""
+    from edgevision.edge_runtime.inference import expand_images, predict as run_prediction
+    from edgevision.edge_runtime.progress import Progress
+
+    paths = expand_images(images)
+    if batch_size < 1 or len(paths) <= batch_size:  # one step (or a bad size the engine refuses)
+        return run_prediction(predictor, paths, k=k, batch_size=batch_size)
+    results = []
+    with Progress("predict") as progress:
+        for start in range(0, len(paths), batch_size):
+            results.extend(run_prediction(predictor, paths[start:start + batch_size], k=k, batch_size=batch_size))
+            progress(len(results), len(paths))
+    return results
