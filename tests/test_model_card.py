@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
+
+import pytest
+
 from edgevision.benchmarks.maintainer.bundle_models import model_card
-from edgevision.bundled import bundled_path
+from edgevision.bundled import BUNDLED, MODELS_DIR, bundled_path
+from edgevision.edge_runtime.metadata import read_metadata
 
 RUN = {"settings": {"arch": "cnn", "data": "/d/train", "epochs": 35, "batch_size": 256, "seed": 0, "val_split": 0.1},
        "data_source": {"kind": "folder"}, "num_train": 45000, "num_val": 5000, "val_accuracy": 0.8966,
@@ -57,3 +63,94 @@ def test_the_file_section_says_the_interface_and_the_licence(tmp_path):
     rest = card(tmp_path).split("## The file")[1]
     assert "uint8 (0-255); the graph normalises them with mean [125.6" in rest
     assert "TFLITE_METADATA" in rest and "Licence: Apache-2.0" in rest and "Labels: airplane, automobile" in rest
+
+
+# --- what a model hub expects (issue 22): front matter, intended use, how accuracy was measured ------------------
+
+def front(text: str) -> str:
+    """The YAML between the opening and closing `---` lines; fails when the card does not open with one."""
+    match = re.match(r"---\n(.*?)\n---\n", text, re.S)
+    assert match, text[:200]
+    return match.group(1)
+
+
+def test_the_card_opens_with_front_matter_naming_licence_dataset_split_and_metrics(tmp_path):
+    header = front(card(tmp_path, test_time_augmentation={"mode": "flip", "views": 2, "output": "x"},
+                        metrics={"accuracy": 0.9302, "accuracy_float": 0.9311, "n": 4321}))
+    assert 'license: "apache-2.0"' in header and 'library_name: "edgevision"' in header
+    assert re.search(r'datasets:\n  - "cifar10"', header) and re.search(r'metrics:\n  - "accuracy"', header)
+    assert 'split: "validation"' in header and "images: 4321" in header and "seed: 0" in header
+    assert '- "flip-tta"' in header and '- "int8"' in header
+    # Each figure of the table, under its own name, with the value the run and the file recorded.
+    assert re.search(r'name: "top-1, Keras float32"\n\s+value: 0.8966', header)
+    assert re.search(r'name: "top-1, Keras float32 with flip TTA"\n\s+value: 0.9311', header)
+    assert re.search(r'name: "top-1, this file \(int8, flip TTA\)"\n\s+value: 0.9302', header)
+
+
+def test_front_matter_is_yaml_that_reads_back_as_written(tmp_path):
+    yaml = pytest.importorskip("yaml", reason="PyYAML reads the header back; it is no dependency of edgevision")
+    from edgevision.benchmarks.maintainer.bundle_models import front_matter
+
+    fields = {"license": "apache-2.0", "tags": ["a: b", 'quote " and #hash'], "n": 3, "none": None,
+              "model-index": [{"name": "m", "results": [{"metrics": [{"type": "accuracy", "value": 0.5}]}]}]}
+    text = "\n".join(front_matter(fields))
+    assert yaml.safe_load(front(text + "\n")) == fields
+
+
+def test_the_yaml_writer_quotes_what_would_otherwise_change_meaning():
+    from edgevision.benchmarks.maintainer.bundle_models import yaml_lines
+
+    lines = yaml_lines({"tags": ["no", "1.0", "x: y"], "empty": [], "nested": {"k": None}})
+    assert lines == ['tags:', '  - "no"', '  - "1.0"', '  - "x: y"', 'empty: []', 'nested:', '  k: null']
+
+
+def test_the_card_says_what_the_model_is_for_and_where_it_fails(tmp_path):
+    text = card(tmp_path)
+    use = text.split("## Intended use and limitations")[1].split("## How it was made")[0]
+    assert "Ten CIFAR-10 classes only" in use and "not a detector" in use
+    assert "airplane, automobile, bird" in use  # the labels come from the file
+
+
+def test_the_card_says_which_split_how_many_images_and_seeds(tmp_path):
+    text = card(tmp_path, metrics={"accuracy": 0.93, "n": 4321})
+    measured = text.split("## How accuracy was measured")[1].split("## The file")[0]
+    assert "validation, 4,321 images held out of the 50,000 CIFAR-10 training images" in measured
+    assert "seed 0" in measured and "one run (seed 0)" in measured
+    assert "not the official test split" in measured
+    assert "`edgevision evaluate cifar10-cnn --data" in measured  # how to measure the test split
+    path = tmp_path / "m.tflite"
+    two = model_card("cifar10-cnn", RUN, {"metrics": {"accuracy": 0.93, "n": 5000}}, path, "t", "c", seeds=2)
+    assert "the recipe was run with 2 seeds" in two and "one run" not in two
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED))
+def test_each_shipped_card_has_the_hub_header_and_sections(name):
+    text = (MODELS_DIR / f"{name}.md").read_text()
+    header = front(text)
+    assert 'license: "apache-2.0"' in header and "split:" in header and "model-index:" in header
+    assert "## Intended use and limitations" in text and "## How accuracy was measured" in text
+    assert "not a detector" in text
+    # The header's figure for the file is the accuracy the converter measured and embedded in that file.
+    meta = read_metadata((MODELS_DIR / BUNDLED[name]).read_bytes())
+    values = re.findall(r'name: "top-1, this file[^"]*"\n\s+value: ([0-9.]+)', header)
+    assert values == [json.dumps(meta["metrics"]["accuracy"])]
+
+
+def test_the_imagenet_card_generator_writes_the_same_structure():
+    from edgevision.benchmarks.maintainer.imagenet_model import card_text
+
+    summary = {
+        "int8": {"eval_n": 300, "accuracy": 0.87, "accuracy_float": 0.88, "agreement": 0.98, "bytes": 4_000_000},
+        "split": {"calibration": 200, "evaluation": 300, "seed": 0},
+        "resize": {"chosen": "center_crop", "float_top1_on_calibration_half": {"center_crop": {"accuracy": 0.9}}},
+        "reference": {"bytes": 3_600_000, "as_read": {"accuracy": 0.83}, "with_center_crop": {"accuracy": 0.8733}},
+        "bench": {"a.tflite": {"p50_ms": 4.0}}, "convert_command": "edgevision convert ...",
+        "edgevision": "0", "keras": "3", "tensorflow": "2",
+    }
+    text = card_text(summary, "python -m ...", bundled_path("imagenet-mobilenetv2").read_bytes())
+    header = front(text)
+    assert 'license: "apache-2.0"' in header and '- "imagenet-1k"' in header and "images: 300" in header
+    assert re.search(r'name: "top-1, this file \(int8\)"\n\s+value: 0.87', header)
+    for section in ("## Intended use and limitations", "## How accuracy was measured", "## The file"):
+        assert section in text
+    assert "not a detector" in text and "one per class" in text.split("## How accuracy was measured")[1]

@@ -233,7 +233,6 @@ def bundle(summary: dict, command: str) -> Path:
     from dataclasses import replace
 
     from edgevision import atomic
-    from edgevision.benchmarks.maintainer.bundle_models import file_lines
     from edgevision.bundled import BUNDLED, MODELS_DIR
     from edgevision.convert.metadata_writer import embed
     from edgevision.edge_runtime.model_metadata import read_model_metadata
@@ -243,11 +242,32 @@ def bundle(summary: dict, command: str) -> Path:
     data = embed(data, replace(meta, name=NAME, description=DESCRIPTION, author=AUTHOR, license=LICENSE))
     target = MODELS_DIR / BUNDLED[NAME]
     atomic.write_bytes(target, data)
+    atomic.write_text(target.with_suffix(".md"), card_text(summary, command, data))
+    return target
+
+
+def card_text(summary: dict, command: str, data: bytes) -> str:
+    """The whole card: front matter, the measured sections, and the file's own description."""
+    from edgevision.benchmarks.maintainer.bundle_models import file_lines, front_matter
+
     # 1000 names would bury the card: it says where they are instead.
     lines = [f"- Labels: the 1000 ImageNet class names (tench, goldfish, great white shark, …), in the file as "
              "labels.txt" if line.startswith("- Labels:") else line for line in file_lines(data)]
-    atomic.write_text(target.with_suffix(".md"), "\n".join(card_lines(summary, command) + lines))
-    return target
+    return "\n".join(front_matter(hub_header(summary)) + card_lines(summary, command) + lines)
+
+
+def hub_header(s: dict) -> dict:
+    """The front matter a model hub reads: licence, dataset, and the two figures with the photos they came from."""
+    from edgevision.benchmarks.maintainer.bundle_models import hub_fields
+
+    c, split = s["int8"], s["split"]
+    dataset = {"type": "imagenet-1k", "name": "ImageNet (ILSVRC-2012) sample photos", "split": "sample",
+               "args": {"images": c["eval_n"], "per_class": 1, "calibration_images_excluded": split["calibration"],
+                        "seed": split["seed"]}}
+    metrics = [{"type": "accuracy", "name": "top-1, Keras float32", "value": c["accuracy_float"]},
+               {"type": "accuracy", "name": "top-1, this file (int8)", "value": c["accuracy"]}]
+    return hub_fields(NAME, "Apache-2.0", ["imagenet-1k"], ["image-classification", "tflite", "litert", "int8",
+                      "imagenet", "mobilenetv2"], dataset, metrics)
 
 
 def _pct(x) -> str:
@@ -264,7 +284,9 @@ def card_lines(s: dict, command: str) -> List[str]:
         "A general image classifier: MobileNetV2 1.0/224 with ImageNet weights, full int8, bundled with edgevision. "
         "It names the main object of a photo as one of the 1000 ImageNet classes. Labels and preprocessing are "
         "inside the file.", "",
-        "## Limits", "",
+        "## Intended use and limitations", "",
+        "- Use: name the main object of a photo (or a camera frame) on a phone, a Raspberry Pi or any machine with a "
+        "TFLite runtime, when its 1000 classes cover what you point it at.",
         "- 1000 ImageNet classes and nothing else: a person is not a class (it answers with clothing, e.g. "
         "\"military uniform\"), and anything outside the list gets the nearest class that is in it.",
         "- A classifier, not a detector: one answer per image, no boxes; a scene with several objects gets the "
@@ -300,6 +322,15 @@ def card_lines(s: dict, command: str) -> List[str]:
         "as equal unless they differ by more.", "",
         "Latency (`edgevision bench`, one thread, p50, both files in the same run): "
         + ", ".join(f"{n} {v:.2f} ms" for n, v in p50.items()) + ".", "",
+        "## How accuracy was measured", "",
+        f"- Photos: {c['eval_n']} ImageNet photos, one per class, from a {split['calibration'] + c['eval_n']}-photo "
+        f"sample; the other {split['calibration']} calibrated the int8 conversion and chose the resize mode "
+        f"(seeded split, seed {split['seed']}), so none of the {c['eval_n']} shaped the file. They are not the "
+        "ImageNet validation set (50,000 images), and they are easier: Keras Applications lists 71.3 % top-1 for "
+        "these weights there, so expect about that on photos in general, not the figures above.",
+        f"- Metric: top-1 over the 1000 classes, every photo once, resize `{r['chosen']}`; Google's file was run on "
+        "the same photos by the same `edgevision evaluate`.",
+        "- Seeds: none; no training was done, and one conversion was made.", "",
     ]
 
 
