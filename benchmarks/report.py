@@ -337,6 +337,8 @@ def write_plot(report: Dict[str, Any], target) -> Optional[str]:
     """Latency (p50) against top-1 accuracy, marker area by file size, Pareto front drawn per thread count.
 
     Without accuracies (no --eval and none in the models' metadata) it plots latency against file size.
+    Each model is labelled once, at its fewest-threads marker, with a thin line to its other thread counts;
+    labels drop the prefix all models share and are moved apart until none overlaps another (or the legend).
     Returns None when written, or a note saying why not (matplotlib missing, nothing measured).
     """
     try:
@@ -351,7 +353,7 @@ def write_plot(report: Dict[str, Any], target) -> Optional[str]:
         return "--plot skipped: there are no successful measurements to plot"
     have_acc = any(r.get("accuracy") is not None for r in rows)
     plotted = [r for r in rows if r.get("accuracy") is not None] if have_acc else rows
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
     try:
         colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         max_bytes = max((r.get("bytes") or 0) for r in rows) or 1
@@ -359,8 +361,12 @@ def write_plot(report: Dict[str, Any], target) -> Optional[str]:
             group = [r for r in plotted if r["threads"] == threads]
             if group:
                 _plot_group(ax, group, threads, colors[k % len(colors)], have_acc, max_bytes)
-        _finish_axes(ax, plotted, have_acc)
-        fig.tight_layout()
+        prefix = _shared_prefix([str(r["model"]) for r in plotted])
+        _link_thread_counts(ax, plotted, have_acc)
+        _finish_axes(ax, plotted, have_acc, prefix)
+        fig.tight_layout()  # before the labels: placing them needs the final axes geometry
+        _place_labels(ax, _label_points(plotted, have_acc, prefix, max_bytes),
+                      [(_lat(r, "p50"), _y(r, have_acc), _marker_radius(r, max_bytes)) for r in plotted])
         with atomic_path(target, ".png") as tmp:
             fig.savefig(tmp, format="png")
     finally:
@@ -368,15 +374,17 @@ def write_plot(report: Dict[str, Any], target) -> Optional[str]:
     return None
 
 
+def _y(row: Dict[str, Any], have_acc: bool) -> float:
+    return row["accuracy"] if have_acc else (row.get("bytes") or 0) / 2**20
+
+
 def _plot_group(ax, group: Sequence[Dict[str, Any]], threads: int, color, have_acc: bool, max_bytes: int) -> None:
-    """One thread count's models as labelled markers, and (with accuracies) their Pareto front."""
+    """One thread count's models as markers, and (with accuracies) their Pareto front."""
     xs = [_lat(r, "p50") for r in group]
-    ys = [r["accuracy"] if have_acc else (r.get("bytes") or 0) / 2**20 for r in group]
-    sizes = [40 + 600 * (r.get("bytes") or 0) / max_bytes for r in group]
+    ys = [_y(r, have_acc) for r in group]
+    sizes = [(2 * _marker_radius(r, max_bytes)) ** 2 for r in group]
     ax.scatter(xs, ys, s=sizes, alpha=0.55, color=color, edgecolors="black", linewidths=0.5,
                label=f"{threads} thread{'s' if threads > 1 else ''}")
-    for x, y, r in zip(xs, ys, group):
-        ax.annotate(str(r["model"]), (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
     if have_acc and len(group) > 1:
         front = pareto_front(list(zip(xs, ys)))
         ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color=color, linewidth=1.2,
@@ -384,14 +392,113 @@ def _plot_group(ax, group: Sequence[Dict[str, Any]], threads: int, color, have_a
         ax.scatter([xs[i] for i in front], [ys[i] for i in front], s=18, color=color, marker="*", zorder=3)
 
 
-def _finish_axes(ax, plotted: Sequence[Dict[str, Any]], have_acc: bool) -> None:
+def _shared_prefix(names: Sequence[str]) -> str:
+    """The start all model names share, cut after a '-' or '_' (so 'cifar10-cnn-int8' keeps 'int8');
+    '' when there is one model or nothing is shared."""
+    import os
+
+    if len(set(names)) < 2:
+        return ""
+    common = os.path.commonprefix(list(names))
+    cut = max(common.rfind("-"), common.rfind("_"))
+    return common[: cut + 1] if cut >= 0 else ""
+
+
+def _short(name: str, prefix: str) -> str:
+    short = name[len(prefix):] if prefix and name.startswith(prefix) else name
+    return short[: -len(".tflite")] if short.endswith(".tflite") and len(short) > 7 else short
+
+
+def _marker_radius(row: Dict[str, Any], max_bytes: int) -> float:
+    """Radius in points of a row's marker (scatter sizes are areas in points squared)."""
+    return (40 + 600 * (row.get("bytes") or 0) / max_bytes) ** 0.5 / 2
+
+
+def _label_points(rows: Sequence[Dict[str, Any]], have_acc: bool, prefix: str, max_bytes: int) -> list:
+    """(x, y, label, marker radius) once per model, at its fewest-threads row."""
+    first: Dict[str, Dict[str, Any]] = {}
+    for r in sorted(rows, key=lambda r: r["threads"]):
+        first.setdefault(str(r["model"]), r)
+    return [(_lat(r, "p50"), _y(r, have_acc), _short(name, prefix), _marker_radius(r, max_bytes))
+            for name, r in first.items()]
+
+
+def _link_thread_counts(ax, rows: Sequence[Dict[str, Any]], have_acc: bool) -> None:
+    """A thin grey line through one model's markers, so an unlabelled marker leads to its label."""
+    by_model: Dict[str, List[Dict[str, Any]]] = {}
+    for r in rows:
+        by_model.setdefault(str(r["model"]), []).append(r)
+    for group in by_model.values():
+        if len(group) > 1:
+            group = sorted(group, key=lambda r: r["threads"])
+            ax.plot([_lat(r, "p50") for r in group], [_y(r, have_acc) for r in group], "-", color="grey",
+                    linewidth=0.6, alpha=0.6, zorder=1)
+
+
+#: Label offsets tried in turn (points beyond the marker's edge): nearest first, eight directions each.
+_RADII = (3, 10, 20, 32, 46, 62)
+_DIRECTIONS = ((1, 0.3), (1, -0.3), (-1, 0.3), (-1, -0.3), (0, 1), (0, -1), (1, 1), (-1, -1))
+LABEL_FONT = 8
+
+
+def _place_labels(ax, points: Sequence[tuple], markers: Sequence[tuple]) -> None:
+    """Each label at the nearest offset where it overlaps no marker, no label placed before and not the
+    legend, and stays inside the axes; a label moved away from its marker gets a thin leader line. Top-left
+    labels first, so the result does not depend on the order of the report's rows."""
+    renderer = ax.figure.canvas.get_renderer()
+    scale = ax.figure.dpi / 72  # points -> pixels
+    legend = ax.get_legend()
+    taken = [legend.get_window_extent(renderer)] if legend is not None else []
+    taken += [_marker_box(ax, x, y, r * scale) for x, y, r in markers]
+    for x, y, text, radius in sorted(points, key=lambda p: (-p[1], p[0])):
+        probe = ax.annotate(text, (x, y), xytext=(0, 0), textcoords="offset points", fontsize=LABEL_FONT)
+        dx, dy, box = _free_spot(ax, probe, renderer, radius, taken)
+        probe.remove()
+        far = max(abs(dx), abs(dy)) > radius + _RADII[1]
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=LABEL_FONT,
+                    ha=_align(dx, "left", "right"), va=_align(dy, "bottom", "top"),
+                    arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.5} if far else None)
+        taken.append(box)
+
+
+def _free_spot(ax, probe, renderer, radius: float, taken: list):
+    """(dx, dy, window box) of the first free offset for `probe`; the nearest one when none is free."""
+    area = ax.get_window_extent(renderer)
+    first = None
+    for r in _RADII:
+        for ux, uy in _DIRECTIONS:
+            dx, dy = ux * (radius + r), uy * (radius + r)
+            probe.set_position((dx, dy))
+            probe.set_ha(_align(dx, "left", "right"))
+            probe.set_va(_align(dy, "bottom", "top"))
+            box = probe.get_window_extent(renderer)
+            first = first or (dx, dy, box)
+            inside = area.x0 <= box.x0 and box.x1 <= area.x1 and area.y0 <= box.y0 and box.y1 <= area.y1
+            if inside and not any(box.overlaps(t) for t in taken):
+                return dx, dy, box
+    return first
+
+
+def _align(d: float, positive: str, negative: str) -> str:
+    return positive if d > 0 else negative if d < 0 else "center"
+
+
+def _marker_box(ax, x: float, y: float, radius_px: float):
+    from matplotlib.transforms import Bbox
+
+    cx, cy = ax.transData.transform((x, y))
+    return Bbox.from_extents(cx - radius_px, cy - radius_px, cx + radius_px, cy + radius_px)
+
+
+def _finish_axes(ax, plotted: Sequence[Dict[str, Any]], have_acc: bool, prefix: str = "") -> None:
     ax.set_xlabel("latency p50 (ms, lower is better)")
+    named = f"; labels drop the shared '{prefix}'" if prefix else ""
     if have_acc:
         ax.set_ylabel("top-1 accuracy (higher is better)")
-        ax.set_title("Accuracy against latency (marker area: file size)")
+        ax.set_title(f"Accuracy against latency (marker area: file size{named})")
     else:
         ax.set_ylabel("model file size (MB)")
-        ax.set_title("Latency and size (no accuracy: pass --eval DIR for the accuracy plot)")
+        ax.set_title(f"Latency and size (no accuracy: pass --eval DIR for the accuracy plot{named})")
     lat_values = [_lat(r, "p50") for r in plotted]
     if min(lat_values) > 0 and max(lat_values) / min(lat_values) > 20:
         ax.set_xscale("log")  # latencies that far apart: a linear axis would squash the fast models together
