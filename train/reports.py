@@ -79,27 +79,55 @@ def plot_confusion_matrix(path: Path, cm: np.ndarray, classes: Sequence[str]) ->
 
 
 def plot_curves(path: Path, history: List[Dict[str, float]]) -> Optional[Path]:
+    """Loss and accuracy per epoch, train and validation, with a marker on every epoch (a one-epoch run is
+    one visible point, not a blank plot), whole-number epoch ticks, the phase changes of a two-phase recipe
+    and the epoch of the best validation accuracy."""
     plt = _pyplot()
     if plt is None or not history:
         return None
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric in zip(axes, ("loss", "accuracy")):
-        for prefix, style in (("", "-"), ("val_", "--")):
+        for prefix, style, marker in (("", "-", "o"), ("val_", "--", "s")):
             values = [row.get(prefix + metric) for row in history]
             if any(v is not None for v in values):
-                ax.plot(epochs, values, style, label=("validation" if prefix else "train"))
+                ax.plot(epochs, [np.nan if v is None else v for v in values], style, marker=marker, markersize=4,
+                        label=("validation" if prefix else "train"))
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.grid(alpha=0.3)
-        ax.legend()
-    phases = [row.get("phase") for row in history]
-    for i in range(1, len(phases)):
-        if phases[i] != phases[i - 1]:
-            for ax in axes:
-                ax.axvline(epochs[i] - 0.5, color="grey", lw=0.8, ls=":")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
+        if len(set(epochs)) == 1:  # one point: one tick, not 0.96 ... 1.04
+            ax.set_xticks([epochs[0]])
+            ax.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
+    _mark_best(axes[1], epochs, [row.get("val_accuracy") for row in history])
+    _mark_phases(axes, epochs, [row.get("phase") for row in history])
+    for ax in axes:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic.atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return path
+
+
+def _mark_best(ax, epochs: Sequence[int], val_accuracy: Sequence[Optional[float]]) -> None:
+    """A star on the best validation accuracy: the epoch a best checkpoint comes from."""
+    scored = [(v, -i) for i, v in enumerate(val_accuracy) if v is not None]
+    if not scored:
+        return
+    value, neg_i = max(scored)  # the first epoch reaching the best score, as checkpointing keeps it
+    ax.plot([epochs[-neg_i]], [value], "*", color="gold", markeredgecolor="black", markersize=13, zorder=3,
+            label=f"best validation (epoch {epochs[-neg_i]}: {value:.3f})")
+
+
+def _mark_phases(axes, epochs: Sequence[int], phases: Sequence[Optional[str]]) -> None:
+    """A dotted line where the recipe's phase changes (head -> fine_tune), named in the legend (a name
+    written on the plot would collide with the legend)."""
+    for i in range(1, len(phases)):
+        if phases[i] != phases[i - 1]:
+            for ax in axes:
+                ax.axvline(epochs[i] - 0.5, color="grey", lw=0.8, ls=":",
+                           label=f"{phases[i]} from epoch {epochs[i]}")
