@@ -131,8 +131,27 @@ def predict(predictor, images: Sequence, k: int = 5, batch_size: int = DEFAULT_B
     return results
 
 
+#: An annotated image is enlarged until its short side is at least this (text drawn on a 32x32 CIFAR image
+#: cannot be read), by a whole factor with nearest-neighbour so its pixels stay sharp squares ...
+ANNOTATE_MIN_SIDE = 320
+#: ... but never beyond this long side, so a 1x4000 strip does not become a gigapixel picture.
+ANNOTATE_MAX_SIDE = 4096
+
+
+def legible_size(image):
+    """`image` enlarged by a whole factor to a short side of ANNOTATE_MIN_SIDE (a copy); larger ones as they are."""
+    import cv2
+
+    h, w = image.shape[:2]
+    factor = min(-(-ANNOTATE_MIN_SIDE // max(1, min(h, w))), max(1, ANNOTATE_MAX_SIDE // max(h, w)))
+    if factor <= 1:
+        return image.copy()
+    return cv2.resize(image, (w * factor, h * factor), interpolation=cv2.INTER_NEAREST)
+
+
 def annotate(prediction: Prediction, out_dir, used_names: Optional[set] = None) -> Path:
-    """Save the image with its top labels drawn on it into `out_dir` (atomically); returns the new file."""
+    """Save the image, enlarged to a legible size, with its top labels drawn on it into `out_dir` (atomically);
+    returns the new file."""
     import cv2
 
     from edgevision import atomic
@@ -140,7 +159,7 @@ def annotate(prediction: Prediction, out_dir, used_names: Optional[set] = None) 
     from edgevision.edge_runtime.overlay import draw_overlay
 
     src = Path(prediction.image)
-    image = draw_overlay(read_image(src).copy(), prediction.top)
+    image = draw_overlay(legible_size(read_image(src)), prediction.top)
     out = Path(out_dir).expanduser()
     ext = src.suffix.lower() if src.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp") else ".png"
     name, n = f"{src.stem}{ext}", 1
