@@ -24,7 +24,7 @@ from conftest import shared_path
 
 from edgevision.train.architectures import CNNConfig  # no Keras behind it: models are built lazily
 
-RUN_FILES = ("model.keras", "labels.txt", "preprocess.json", "run.json", "history.csv", "curves.png",
+RUN_FILES = ("model.keras", "last.keras", "labels.txt", "preprocess.json", "run.json", "history.csv", "curves.png",
              "confusion_matrix.png", "report.json", "report.txt")
 CLASSES = ("cat", "dog", "fox")
 CNN_EPOCHS = 4
@@ -134,7 +134,11 @@ def test_cnn_run_directory_has_every_file(cnn_runs):
     assert run["num_train"] + run["num_val"] == 30 and run["parameters"] <= 1_500_000
     # What the defaults resolved to is recorded, not just the None that was typed.
     assert run["weight_decay"] == 5e-3 and run["label_smoothing"] == 0.2
-    assert run["augmentation"] == {"flip": True, "pad": 4, "cutout": 8}
+    assert run["augmentation"] == {"flip": True, "pad": 4, "cutout": 8, "rotation": 0.0, "zoom": 0.0,
+                                   "color_jitter": 0.0, "random_erasing": 0.0}  # the extras are off by default
+    assert run["optimizer"] == {"train": {"name": "sgd", "momentum": 0.9, "learning_rate_schedule": "cosine",
+                                          "peak_learning_rate": 0.1 * 8 / 128, "warmup": True}}
+    assert run["class_weight"] is None
     # The split is recorded once, with the absolute data path: no flat copies of its inputs beside "settings".
     assert not {"data", "val_split", "val_data", "seed", "limit_per_class"} & set(run)
     assert run["data_source"] == {"kind": "folder", "path": str((ref.parent / "data").resolve()), "seed": 1,
@@ -145,6 +149,10 @@ def test_cnn_run_directory_has_every_file(cnn_runs):
     assert "macro avg" in (ref / "report.txt").read_text()
     rows = _history(ref)
     assert [int(r["epoch"]) for r in rows] == list(range(1, CNN_EPOCHS + 1))
+    # model.keras is the epoch that validated best (the first of equals), last.keras the last one.
+    val = [float(r["val_accuracy"]) for r in rows]
+    assert run["checkpoint"]["best_epoch"] == int(np.argmax(val)) + 1 and run["checkpoint"]["last_epoch"] == CNN_EPOCHS
+    assert run["val_accuracy"] == pytest.approx(max(val), abs=1e-6)
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(rows[0])
     for png in ("curves.png", "confusion_matrix.png"):
         assert (ref / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -174,7 +182,11 @@ def test_resume_after_kill_matches_uninterrupted_run(cnn_runs):
     watcher = cnn_runs["watcher"]
     assert watcher.checked > 0 and not watcher.bad, watcher.bad
     assert not [p for p in (killed / "checkpoints").iterdir() if p.name.startswith(".")]
-    assert sorted(p.name for p in (killed / "checkpoints").glob("*.keras")) == [f"epoch-{CNN_EPOCHS:03d}.keras"]
+    # The best epoch is tracked across the kill: the resumed run keeps the same one as the uninterrupted run.
+    best = json.loads((ref / "run.json").read_text())["checkpoint"]
+    assert json.loads((killed / "run.json").read_text())["checkpoint"] == pytest.approx(best)
+    kept = {f"epoch-{CNN_EPOCHS:03d}.keras", f"best-epoch-{best['best_epoch']:03d}.keras"}
+    assert {p.name for p in (killed / "checkpoints").glob("*.keras")} == kept
 
 
 def test_validation_arrays_reproduce_the_training_report(cnn_runs):
