@@ -338,7 +338,7 @@ def write_plot(report: Dict[str, Any], target) -> Optional[str]:
 
     Without accuracies (no --eval and none in the models' metadata) it plots latency against file size.
     Each model is labelled once, at its fewest-threads marker, with a thin line to its other thread counts;
-    labels drop the prefix all models share and are moved apart until none overlaps another (or the legend).
+    labels drop the prefix all models share and are moved apart until none overlaps another or a marker.
     Returns None when written, or a note saying why not (matplotlib missing, nothing measured).
     """
     try:
@@ -351,27 +351,33 @@ def write_plot(report: Dict[str, Any], target) -> Optional[str]:
     rows = [r for r in report.get("results", []) if not r.get("error") and _lat(r, "p50") is not None]
     if not rows:
         return "--plot skipped: there are no successful measurements to plot"
-    have_acc = any(r.get("accuracy") is not None for r in rows)
-    plotted = [r for r in rows if r.get("accuracy") is not None] if have_acc else rows
-    fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
+    fig = plot_figure(plt, rows)
     try:
-        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-        max_bytes = max((r.get("bytes") or 0) for r in rows) or 1
-        for k, threads in enumerate(sorted({r["threads"] for r in rows})):
-            group = [r for r in plotted if r["threads"] == threads]
-            if group:
-                _plot_group(ax, group, threads, colors[k % len(colors)], have_acc, max_bytes)
-        prefix = _shared_prefix([str(r["model"]) for r in plotted])
-        _link_thread_counts(ax, plotted, have_acc)
-        _finish_axes(ax, plotted, have_acc, prefix)
-        fig.tight_layout()  # before the labels: placing them needs the final axes geometry
-        _place_labels(ax, _label_points(plotted, have_acc, prefix, max_bytes),
-                      [(_lat(r, "p50"), _y(r, have_acc), _marker_radius(r, max_bytes)) for r in plotted])
         with atomic_path(target, ".png") as tmp:
             fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
     return None
+
+
+def plot_figure(plt, rows: Sequence[Dict[str, Any]]):
+    """The matplotlib figure of `write_plot` for measured rows (the caller closes it)."""
+    have_acc = any(r.get("accuracy") is not None for r in rows)
+    plotted = [r for r in rows if r.get("accuracy") is not None] if have_acc else rows
+    fig, ax = plt.subplots(figsize=(10, 6), dpi=120)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    max_bytes = max((r.get("bytes") or 0) for r in rows) or 1
+    for k, threads in enumerate(sorted({r["threads"] for r in rows})):
+        group = [r for r in plotted if r["threads"] == threads]
+        if group:
+            _plot_group(ax, group, threads, colors[k % len(colors)], have_acc, max_bytes)
+    prefix = _shared_prefix([str(r["model"]) for r in plotted])
+    _link_thread_counts(ax, plotted, have_acc)
+    _finish_axes(ax, plotted, have_acc, prefix)
+    fig.tight_layout()  # before the labels: placing them needs the final axes geometry
+    _place_labels(ax, _label_points(plotted, have_acc, prefix, max_bytes),
+                  [(_lat(r, "p50"), _y(r, have_acc), _marker_radius(r, max_bytes)) for r in plotted])
+    return fig
 
 
 def _y(row: Dict[str, Any], have_acc: bool) -> float:
@@ -442,14 +448,12 @@ LABEL_FONT = 8
 
 
 def _place_labels(ax, points: Sequence[tuple], markers: Sequence[tuple]) -> None:
-    """Each label at the nearest offset where it overlaps no marker, no label placed before and not the
-    legend, and stays inside the axes; a label moved away from its marker gets a thin leader line. Top-left
-    labels first, so the result does not depend on the order of the report's rows."""
+    """Each label at the nearest offset where it overlaps no marker and no label placed before, and stays
+    inside the axes (the legend is outside them); a label moved away from its marker gets a thin leader
+    line. Top-left labels first, so the result does not depend on the order of the report's rows."""
     renderer = ax.figure.canvas.get_renderer()
     scale = ax.figure.dpi / 72  # points -> pixels
-    legend = ax.get_legend()
-    taken = [legend.get_window_extent(renderer)] if legend is not None else []
-    taken += [_marker_box(ax, x, y, r * scale) for x, y, r in markers]
+    taken = [_marker_box(ax, x, y, r * scale) for x, y, r in markers]
     for x, y, text, radius in sorted(points, key=lambda p: (-p[1], p[0])):
         probe = ax.annotate(text, (x, y), xytext=(0, 0), textcoords="offset points", fontsize=LABEL_FONT)
         dx, dy, box = _free_spot(ax, probe, renderer, radius, taken)
@@ -504,7 +508,8 @@ def _finish_axes(ax, plotted: Sequence[Dict[str, Any]], have_acc: bool, prefix: 
         ax.set_xscale("log")  # latencies that far apart: a linear axis would squash the fast models together
     ax.grid(True, alpha=0.3)
     ax.margins(x=0.2, y=0.1)  # room for the labels beside the markers
-    legend = ax.legend(fontsize=8, loc="best")
+    # Beside the axes, not in them: inside, "best" covered markers and collided with the labels.
+    legend = ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     for handle in getattr(legend, "legend_handles", getattr(legend, "legendHandles", [])):
         if hasattr(handle, "set_sizes"):
             handle.set_sizes([40])  # legend markers show the colour, not a file size

@@ -85,6 +85,15 @@ def plot_curves(path: Path, history: List[Dict[str, float]]) -> Optional[Path]:
     plt = _pyplot()
     if plt is None or not history:
         return None
+    fig = curves_figure(plt, history)
+    with atomic.atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def curves_figure(plt, history: List[Dict[str, float]]):
+    """The matplotlib figure of `plot_curves` (the caller closes it)."""
     from matplotlib.ticker import MaxNLocator
 
     epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
@@ -107,10 +116,7 @@ def plot_curves(path: Path, history: List[Dict[str, float]]) -> Optional[Path]:
     for ax in axes:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic.atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def _mark_best(ax, epochs: Sequence[int], val_accuracy: Sequence[Optional[float]]) -> None:
