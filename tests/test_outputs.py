@@ -147,6 +147,9 @@ def test_webm_is_vp9_and_reads_back_frame_for_frame(tmp_path):
     fourcc = int(capture.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode()
     capture.release()
     assert fourcc == sink.codec
+    with VideoSink(tmp_path / "one.webm", fps=10) as single:  # the written-file check seeks to the last frame
+        single.write(_frames(1)[0])
+    assert read_video(tmp_path / "one.webm")[0] == 1
 
 
 def test_mp4_says_when_it_will_not_play_in_a_browser(tmp_path):
