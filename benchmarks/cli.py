@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple
 import click
 
 from edgevision.errors import ModelError, UsageError
+from edgevision.options import (backend_option, labels_option, model_argument, quiet_option, threads_option,
+                                trusted_option)
 
 if TYPE_CHECKING:
     from edgevision.benchmarks.report import Outputs
@@ -27,13 +29,11 @@ def _progress(quiet: bool):
 
 
 @click.command("bench", context_settings={"max_content_width": 100})
-@click.argument("models", nargs=-1, metavar="MODEL...")
-@click.option("--threads", default="1", show_default=True, metavar="N[,N...]",
-              help="Interpreter thread counts to measure, e.g. 1,2,4.")
+@model_argument(many=True, name="models")
+@threads_option(many=True, default="1")
 @click.option("--warmup", default=20, show_default=True, type=int, help="Untimed runs before timing.")
 @click.option("--runs", default=200, show_default=True, type=int, help="Timed runs per model and thread count.")
-@click.option("--backend", default="auto", show_default=True,
-              type=click.Choice(["auto", "ai-edge-litert", "tflite-runtime"]), help="TensorFlow Lite interpreter.")
+@backend_option()
 @click.option("--json", "json_out", metavar="FILE", help="Write all results as JSON ('-': to stdout, table to stderr).")
 @click.option("--csv", "csv_out", metavar="FILE", help="Write one CSV row per measurement.")
 @click.option("--md", "md_out", metavar="FILE", help="Write a Markdown page with the machine header and table.")
@@ -45,8 +45,7 @@ def _progress(quiet: bool):
 @click.option("--e2e-frames", default=200, show_default=True, type=int, help="Frames to process with --e2e.")
 @click.option("--eval", "eval_dir", metavar="DIR",
               help="Labelled images (one subfolder per class, named like the model's labels): adds top-1 accuracy.")
-@click.option("--labels", "labels", metavar="FILE",
-              help="Labels file for --eval/--e2e when the model carries none (third-party models).")
+@labels_option(help="Labels file for --eval/--e2e when the model carries none (third-party models).")
 @click.option("--eval-limit", type=int, metavar="N", help="At most N images per class for --eval.")
 @click.option("--compare-tf", is_flag=True,
               help="Also time the Keras model (given as a MODEL, or found from the .tflite) with predict() and a "
@@ -61,12 +60,12 @@ def _progress(quiet: bool):
 @click.option("--ssh-identity", metavar="FILE", help="Private key for SSH (ssh -i).")
 @click.option("--ssh-option", "ssh_options", multiple=True, metavar="KEY=VALUE",
               help="Extra ssh/scp option (ssh -o), repeatable, e.g. UserKnownHostsFile=/path.")
-@click.option("--trusted", is_flag=True, help="Skip the runtime's model check for --e2e/--eval (models you made).")
+@trusted_option(help="Skip the crash-safe check of the model for --e2e/--eval (only for models you made).")
 @click.option("--timeout", "timeout_s", default=600.0, show_default=True, type=float, metavar="SECONDS",
               help="Longest one measurement may take before it is stopped and reported.")
 @click.option("--no-overhead-check", is_flag=True,
               help="Skip the bare invoke() loop that measures the harness's own cost (halves the time).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
+@quiet_option()
 def bench(models: Tuple[str, ...], quiet: bool, **options: Any) -> None:
     """Measure load time, latency (mean/p50/p90/p99/min/max/std), throughput and peak memory of .tflite models.
 
@@ -88,9 +87,9 @@ def bench(models: Tuple[str, ...], quiet: bool, **options: Any) -> None:
     _report(run_plan(plan, progress=progress), outputs, progress)
 
 
-def _plan(models: Sequence[str], *, threads: str, warmup: int, runs: int, backend: str, json_out: Optional[str],
-          csv_out: Optional[str], md_out: Optional[str], plot_out: Optional[str], e2e_source: Optional[str],
-          e2e_frames: int, eval_dir: Optional[str], labels: Optional[str], eval_limit: Optional[int],
+def _plan(models: Sequence[str], *, threads: Tuple[int, ...], warmup: int, runs: int, backend: str,
+          json_out: Optional[str], csv_out: Optional[str], md_out: Optional[str], plot_out: Optional[str],
+          e2e_source: Optional[str], e2e_frames: int, eval_dir: Optional[str], labels: Optional[str], eval_limit: Optional[int],
           compare_tf: bool, remotes: Sequence[str], also_local: bool, remote_command: str,
           ssh_port: Optional[int], ssh_identity: Optional[str], ssh_options: Sequence[str], trusted: bool,
           timeout_s: float, no_overhead_check: bool) -> Tuple["BenchPlan", "Outputs"]:

@@ -83,16 +83,12 @@ class BenchSettings:
         return d
 
 
-def parse_threads(text: str) -> Tuple[int, ...]:
-    """'1,2,4' -> (1, 2, 4); UsageError naming the bad part otherwise."""
-    parts = [p.strip() for p in str(text).split(",") if p.strip()]
-    try:
-        values = tuple(int(p) for p in parts)
-    except ValueError:
-        values = ()
-    if not values or any(v < 1 for v in values):
-        raise UsageError(f"--threads must be positive integers separated by commas, such as 1,2,4; got {text!r}")
-    return values
+def parse_threads(text) -> Tuple[int, ...]:
+    """'1,2,4' -> (1, 2, 4) (a tuple the shared --threads option already parsed passes through); UsageError
+    naming the bad part otherwise. The one parser is edgevision.options'."""
+    from edgevision.options import parse_positive_ints
+
+    return text if isinstance(text, tuple) else parse_positive_ints(text, "--threads", many=True)
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,14 @@ from edgevision.convert.options import (
 )
 from edgevision.convert.tta import TTA_MODES
 from edgevision.errors import UsageError
+from edgevision.options import labels_option, model_argument, preprocess_option, quiet_option, seed_option
 
 _dir = click.Path(exists=False, file_okay=False, path_type=Path)
 _file = click.Path(dir_okay=False, path_type=Path)
 
 
 @click.command("convert", context_settings={"max_content_width": 100})
-@click.argument("model", metavar="MODEL")
+@model_argument()
 @click.option("--quant", type=click.Choice(QUANT_MODES), default=INT8, show_default=True,
               help="float32; float16 (fp16 weights); dynamic (int8 weights, float activations); int8 (full integer, "
                    "calibrated); int16x8 (16-bit activations, 8-bit weights).")
@@ -57,9 +58,8 @@ _file = click.Path(dir_okay=False, path_type=Path)
               help="Labelled images for fine-tuning (default: the run's training split).")
 @click.option("--train-samples", type=click.IntRange(min=1),
               help="Fine-tune on at most this many of those images (seeded sample), e.g. for QAT of a large model.")
-@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Class names, one per line (overrides the run's).")
-@click.option("--preprocess", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="preprocess.json for a bare .keras file or SavedModel (input size, colour order, mean, std).")
+@labels_option(help="Class names, one per line (overrides the run's).")
+@preprocess_option(help="preprocess.json for a bare .keras file or SavedModel (input size, colour order, mean, std).")
 @click.option("--allow-tf-ops", is_flag=True,
               help="Keep ops TFLite lacks as TensorFlow ops (SELECT_TF_OPS; the device then needs the Flex delegate).")
 @click.option("--unsafe-load", is_flag=True,
@@ -72,8 +72,8 @@ _file = click.Path(dir_okay=False, path_type=Path)
               help="Bake test-time augmentation into the model: 'flip' averages the image and its mirror "
                    "(2x the compute; only for classes that look the same mirrored).")
 @click.option("--report", "report_path", type=_file, help="Also write the report as JSON to this file.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for sampling and fine-tuning.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress messages on stderr.")
+@seed_option(help="Seed for sampling and fine-tuning.")
+@quiet_option()
 def convert(model, quant, out, all_modes, out_dir, io, calib_dir, calib_samples, eval_dir, eval_samples, no_eval,
             qat_epochs, prune, cluster, fine_tune_epochs, fine_tune_lr, qat_lr, batch_size, train_dir, train_samples, labels, preprocess,
             allow_tf_ops, unsafe_load, no_bias_correction, tta, report_path, seed, quiet):
@@ -101,7 +101,7 @@ def convert(model, quant, out, all_modes, out_dir, io, calib_dir, calib_samples,
         raise UsageError("--out-dir is for --all; for one model give --out FILE.tflite")
     optimizations = Optimizations(qat_epochs=qat_epochs, prune=prune, cluster=cluster, fine_tune_epochs=fine_tune_epochs,
                                   learning_rate=fine_tune_lr, qat_learning_rate=qat_lr, batch_size=batch_size, seed=seed)
-    options = ConvertOptions(quant=quant, io=io, labels=labels, preprocess=preprocess, calib_dir=calib_dir,
+    options = ConvertOptions(quant=quant, io=io, labels=_path(labels), preprocess=_path(preprocess), calib_dir=calib_dir,
                              calib_samples=calib_samples, eval_dir=eval_dir, eval_samples=eval_samples,
                              evaluate=not no_eval, train_dir=train_dir, train_samples=train_samples, optimizations=optimizations,
                              allow_tf_ops=allow_tf_ops, unsafe_load=unsafe_load, seed=seed, tta=tta,
@@ -126,3 +126,8 @@ def convert(model, quant, out, all_modes, out_dir, io, calib_dir, calib_samples,
                        "(they run slowly or not at all on integer-only accelerators)", err=True)
     if report_path is not None:
         click.echo(f"wrote {report_path}")
+
+
+def _path(value):
+    """The shared --labels/--preprocess options give a checked str; ConvertOptions holds Paths."""
+    return Path(value) if value is not None else None

@@ -16,8 +16,8 @@ import threading
 import click
 
 from edgevision.bundled import DEFAULT_MODEL
-
-BACKEND_CHOICES = ("auto", "ai-edge-litert", "tflite-runtime")
+from edgevision.options import (MODEL_HELP, backend_option, labels_option, model_argument, model_option, pick_model,
+                                threads_option, top_k_option, trusted_option)
 #: Output rate of a saved video when the source has none of its own (images, folders): a slideshow.
 STILLS_FPS = 2.0
 #: Exit status after Ctrl-C / SIGTERM, as a shell reports a process ended by that signal (128 + signal).
@@ -25,20 +25,17 @@ SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 @click.command("classify")
-@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, metavar="MODEL",
-              help="A .tflite file, or the name of a bundled model (see `edgevision models`). The default knows "
-                   "1000 ImageNet classes; cifar10-cnn and cifar10-mobilenetv2 know CIFAR-10's ten.")
+@model_argument(required=False)
+@model_option(help=f"The model, as the positional MODEL: {MODEL_HELP} [default: {DEFAULT_MODEL}, which knows 1000 "
+                   "ImageNet classes; cifar10-cnn and cifar10-mobilenetv2 know CIFAR-10's ten].")
 @click.option("--source", "-s", required=True, metavar="SRC",
               help="Camera index (0), video file, stream URL (http://host/stream.mjpg, rtsp://...), image file "
                    "or folder of images.")
-@click.option("--labels", type=click.Path(dir_okay=False), default=None,
-              help="Class names, one per line (for models without labels in their metadata).")
-@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="Labels reported per frame.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Interpreter threads (default: all cores).")
-@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
-              help="TensorFlow Lite interpreter to use.")
-@click.option("--trusted", is_flag=True,
-              help="Skip the crash-safe check of the model in a child process (only for models you made).")
+@labels_option()
+@top_k_option(help="Labels reported per frame.")
+@threads_option()
+@backend_option()
+@trusted_option()
 @click.option("--headless", is_flag=True,
               help="No window: one JSON line per frame on stdout. The default where there is no display.")
 @click.option("--json", "as_json", is_flag=True, help="Also print one JSON line per frame when a window is shown.")
@@ -53,9 +50,9 @@ SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
               help="Live sources: reconnect when no frame has come for this long.")
 @click.option("--reconnect", type=click.IntRange(min=0), default=4, show_default=True, metavar="N",
               help="Live sources: reconnection attempts (0.5 s, 1 s, 2 s... apart) before giving up.")
-def classify(model, source, labels, top_k, threads, backend, trusted, headless, as_json, save, max_frames, smooth,
-             stall_timeout, reconnect):
-    """Classify every frame of a camera, stream, video, image or folder.
+def classify(model, model_option, source, labels, top_k, threads, backend, trusted, headless, as_json, save,
+             max_frames, smooth, stall_timeout, reconnect):
+    """Classify every frame of a camera, stream, video, image or folder with MODEL (or --model).
 
     With a display, a window shows the top label, confidence, FPS and inference time (press q to quit).
     Without one (or with --headless), each frame is one JSON line on stdout:
@@ -69,7 +66,7 @@ def classify(model, source, labels, top_k, threads, backend, trusted, headless, 
 
     \b
     Examples:
-      edgevision classify --model cifar10-cnn --source 0
+      edgevision classify cifar10-cnn --source 0             (or --model cifar10-cnn)
       edgevision classify -m model.tflite -s http://192.168.1.20:8080/stream.mjpg --smooth 5
       edgevision classify -m model.tflite -s clip.mp4 --headless --save annotated.webm
       edgevision classify -m model.tflite -s photos/ --top-k 5 > results.jsonl
@@ -79,6 +76,7 @@ def classify(model, source, labels, top_k, threads, backend, trusted, headless, 
     from edgevision.edge_runtime.pipeline import PipelineSettings
     from edgevision.edge_runtime.sources import parse_source
 
+    model = pick_model(model, model_option, DEFAULT_MODEL)
     spec = parse_source(source)  # a missing file or an unusable --save fails before the model is loaded
     if save is not None:
         from pathlib import Path

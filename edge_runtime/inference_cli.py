@@ -10,16 +10,16 @@ from pathlib import Path
 
 import click
 
+from edgevision.options import labels_option, model_argument, preprocess_option, threads_option, top_k_option
+
 
 def _model_options(f):
     options = [
-        click.option("--labels", "labels", type=click.Path(dir_okay=False), default=None,
-                     help="Class names, one per line in output order (overrides the model's own; a 1001-line "
-                          "ImageNet file with 'background' first fits a 1000-output model)."),
-        click.option("--preprocess", "preprocess", type=click.Path(dir_okay=False), default=None,
-                     help="A preprocess.json for a Keras model that has none beside it "
-                          "(default for a bare .keras: RGB scaled to [-1, 1], the MobileNet convention)."),
-        click.option("--threads", type=int, default=None, help="Interpreter threads for .tflite models."),
+        labels_option(help="Class names, one per line in output order (overrides the model's own; a 1001-line "
+                           "ImageNet file with 'background' first fits a 1000-output model)."),
+        preprocess_option(help="A preprocess.json for a Keras model that has none beside it "
+                               "(default for a bare .keras: RGB scaled to [-1, 1], the MobileNet convention)."),
+        threads_option(),
         click.option("--batch-size", type=int, default=64, show_default=True, help="Images decoded and run per step."),
     ]
     for option in reversed(options):
@@ -37,7 +37,7 @@ def _load(model, labels, preprocess, threads):
 
 
 @click.command("evaluate")
-@click.argument("model")
+@model_argument()
 @click.option("--data", required=True, type=click.Path(),
               help="Image folder with one subfolder per class, named like the model's labels "
                    "(case does not matter; '_' may stand for a space).")
@@ -127,9 +127,9 @@ def _model_name(model: str) -> str:
 
 
 @click.command("predict")
-@click.argument("model")
+@model_argument()
 @click.argument("images", nargs=-1, required=True)
-@click.option("--top-k", "k", type=int, default=5, show_default=True, help="How many labels to show per image.")
+@top_k_option(help="How many labels to show per image.", dest="k")
 @click.option("--json", "as_json", is_flag=True,
               help='Print a JSON list: [{"image": PATH, "top": [{"index": ..., "label": ..., "score": ...}, ...]}, ...].')
 @click.option("--annotate", "annotate_dir", type=click.Path(file_okay=False), default=None,

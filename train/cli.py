@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edgevision.errors import UsageError
+from edgevision.options import seed_option
 # No TensorFlow or Keras behind this import: the defaults below are read from the settings dataclass, the one
 # place they are written down.
 from edgevision.train.recipe import DEFAULT_MOMENTUM, LR_SCHEDULES, OPTIMIZERS
@@ -19,7 +20,7 @@ def _common(f):
                      help="Run directory: model, labels, preprocessing, reports and checkpoints go here."),
         click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs in all (default depends on the model)."),
         click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per step (default depends on the model)."),
-        click.option("--seed", type=int, default=TrainSettings.seed, show_default=True, help="Seeds the split, initialisation and augmentation."),
+        seed_option(help="Seeds the split, initialisation and augmentation.", default=TrainSettings.seed),
         click.option("--val-split", type=float, default=TrainSettings.val_split, show_default=True,
                      help="Fraction of each class held out for validation (stratified, seeded)."),
         click.option("--val-data", type=click.Path(file_okay=False), default=None,

@@ -225,7 +225,8 @@ def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, c
         *([f"| Keras float32 with {tta['mode']} TTA | {_pct(m.get('accuracy_float'))} |"] if tta else []),
         f"| this file ({build}) | {_pct(m.get('accuracy'))} |",
         "",
-        f"Top-1 agreement between the Keras model{' with TTA' if tta else ''} and this file: {_pct(m.get('agreement'))}.",
+        f"Top-1 agreement between the Keras model{' with TTA' if tta else ''} and this file: "
+        f"{_pct(m.get('agreement'))}.",
         *(["", note] if note else []),
         "",
         *measurement_lines(name, run, meta, seeds),

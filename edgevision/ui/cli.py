@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from edgevision.errors import UsageError
+from edgevision.options import threads_option
 from edgevision.ui.settings import DEFAULT_HOST, DEFAULT_MAX_UPLOAD_MB, DEFAULT_PORT, UiSettings
 
 
@@ -45,7 +46,7 @@ from edgevision.ui.settings import DEFAULT_HOST, DEFAULT_MAX_UPLOAD_MB, DEFAULT_
     type=click.IntRange(0, 65535),
     help="Port to listen on (0: any free port).",
 )
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Interpreter threads per model.")
+@threads_option()
 @click.option(
     "--max-upload-mb",
     type=click.IntRange(min=1),
