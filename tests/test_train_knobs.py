@@ -353,3 +353,23 @@ def test_keras_verbose_follows_the_stream():
     finally:
         for fd in (read, write, master, slave):
             os.close(fd)
+
+
+def test_qat_fine_tuning_reports_one_line_per_epoch_when_not_on_a_terminal(capsys):
+    """convert's QAT/pruning fine-tunes used to be silent (verbose=0): now the same rule as training."""
+    import keras
+
+    from edgevision.convert.optimize import optimize
+    from edgevision.convert.options import Optimizations
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="head")(x))
+    x_train = np.random.default_rng(0).normal(size=(16, 8, 8, 3)).astype(np.float32)
+    capsys.readouterr()
+    optimize(model, x_train, np.arange(16) % 2, Optimizations(qat_epochs=2, qat_learning_rate=1e-6, batch_size=8))
+    out = capsys.readouterr().out
+    assert "\r" not in out and "\x1b" not in out
+    assert [line for line in out.splitlines() if line.startswith("Epoch ")] == ["Epoch 1/2", "Epoch 2/2"]
