@@ -40,7 +40,9 @@ def _load(model, labels, preprocess, threads):
 @model_argument()
 @click.option("--data", required=True, type=click.Path(),
               help="Image folder with one subfolder per class, named like the model's labels "
-                   "(case does not matter; '_' may stand for a space).")
+                   "(case does not matter; '_' may stand for a space), or `cifar10`: the official CIFAR-10 test "
+                   "split (10,000 images; downloaded once through Keras, so it needs the train extra; a folder of "
+                   "that name is ./cifar10).")
 @click.option("--skip-unknown", is_flag=True,
               help="Leave out (and name) class folders that match no label, instead of refusing the folder "
                    "(what `bench --eval` does).")
@@ -60,6 +62,7 @@ def evaluate(model, data, skip_unknown, as_json, out, exist_ok, labels, preproce
     Examples:
       edgevision evaluate runs/cnn --data cifar10-test/
       edgevision evaluate cifar10-cnn --data cifar10-test/ --json
+      edgevision evaluate cifar10-cnn --data cifar10          # the official test split
     """
     from edgevision.edge_runtime.evaluation import check_data_folder, evaluate as run_evaluation
     from edgevision.edge_runtime.metrics import format_report
@@ -67,6 +70,12 @@ def evaluate(model, data, skip_unknown, as_json, out, exist_ok, labels, preproce
 
     from edgevision.edge_runtime.progress import Progress
 
+    from edgevision.datasets import NAMED_DATA, resolve_data  # light: Keras only for a named set not yet written
+
+    if data in NAMED_DATA:
+        data, note = resolve_data(data)
+        if note:
+            click.echo(f"note: {note}", err=True)
     check_data_folder(data)
     if out:
         check_out_folder(Path(out), exist_ok)  # before the run, not after minutes of it
