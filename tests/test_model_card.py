@@ -154,3 +154,16 @@ def test_the_imagenet_card_generator_writes_the_same_structure():
     for section in ("## Intended use and limitations", "## How accuracy was measured", "## The file"):
         assert section in text
     assert "not a detector" in text and "one per class" in text.split("## How accuracy was measured")[1]
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED))
+def test_each_shipped_cards_header_reads_as_yaml_with_its_split(name):
+    yaml = pytest.importorskip("yaml", reason="PyYAML reads the header back (the dev extra installs it)")
+    header = yaml.safe_load(front((MODELS_DIR / f"{name}.md").read_text()))
+    assert header["license"] == "apache-2.0" and header["pipeline_tag"] == "image-classification"
+    (result,) = header["model-index"][0]["results"]
+    cifar = name.startswith("cifar10")
+    assert header["datasets"] == (["cifar10"] if cifar else ["imagenet-1k"])
+    assert result["dataset"]["split"] == ("validation" if cifar else "sample")
+    assert result["dataset"]["args"]["images"] == (5000 if cifar else 300)
+    assert all(0 < m["value"] < 1 and m["type"] == "accuracy" for m in result["metrics"])
