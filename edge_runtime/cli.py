@@ -69,7 +69,7 @@ def classify(model, model_option, source, labels, top_k, threads, backend, trust
       edgevision classify cifar10-cnn --source 0             (or --model cifar10-cnn)
       edgevision classify -m model.tflite -s http://192.168.1.20:8080/stream.mjpg --smooth 5
       edgevision classify -m model.tflite -s clip.mp4 --headless --save annotated.webm
-      edgevision classify -m model.tflite -s photos/ --top-k 5 > results.jsonl
+      edgevision classify -m model.tflite -s photos/ --top-k 3 > results.jsonl
     """
     from edgevision.edge_runtime.capture import LiveSettings
     from edgevision.edge_runtime.model_ref import tflite_ref
