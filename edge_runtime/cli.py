@@ -26,8 +26,8 @@ SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 @click.command("classify")
 @model_argument(required=False)
-@model_option(help=f"The model, as the positional MODEL: {MODEL_HELP} [default: {DEFAULT_MODEL}, which knows 1000 "
-                   "ImageNet classes; cifar10-cnn and cifar10-mobilenetv2 know CIFAR-10's ten].")
+@model_option(help=f"The model, as the positional MODEL: {MODEL_HELP} The default knows 1000 ImageNet classes; "
+                   f"cifar10-cnn and cifar10-mobilenetv2 know CIFAR-10's ten.  [default: {DEFAULT_MODEL}]")
 @click.option("--source", "-s", required=True, metavar="SRC",
               help="Camera index (0), video file, stream URL (http://host/stream.mjpg, rtsp://...), image file "
                    "or folder of images.")
