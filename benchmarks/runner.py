@@ -30,8 +30,10 @@ if TYPE_CHECKING:
 Progress = Optional[Callable[[str], None]]
 
 BACKEND_CHOICES = ("auto", "ai-edge-litert", "tflite-runtime")
-#: What a Keras run directory (written by `edgevision train`) holds.
-RUN_DIR_MODEL = "model.keras"
+#: What a Keras run directory (written by `edgevision train`) holds. The names are edge_runtime.model_ref's
+#: RUN_MODEL and SAVED_MODEL_FILE, spelled here because importing edge_runtime loads numpy and OpenCV, which
+#: `bench --help` must not pay for.
+RUN_DIR_MODEL, SAVED_MODEL_FILE = "model.keras", "saved_model.pb"
 CHILD_MODULE = "edgevision.benchmarks.child"
 
 
@@ -112,7 +114,7 @@ def resolve_models(refs: Sequence[str], compare_tf: bool = False) -> List[ModelS
     specs: List[Tuple[str, Path, str]] = []
     for ref in refs:
         folder = Path(str(ref)).expanduser()
-        if folder.is_dir() and not any((folder / f).is_file() for f in (RUN_DIR_MODEL, "saved_model.pb")):
+        if folder.is_dir() and not any((folder / f).is_file() for f in (RUN_DIR_MODEL, SAVED_MODEL_FILE)):
             found = sorted(folder.glob("*.tflite"))  # a folder of variants, e.g. from `convert --all`
             if not found:
                 raise UsageError(

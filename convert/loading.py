@@ -22,12 +22,11 @@ from typing import Any, Iterator, List, Optional, Tuple
 
 from edgevision.edge_runtime.files import check_regular_file, read_regular_file
 from edgevision.edge_runtime.labels import align_labels, load_labels
-from edgevision.edge_runtime.model_ref import KERAS, RUN, SAVED_MODEL  # one set of kind names
+from edgevision.edge_runtime.model_ref import RUN, SAVED_MODEL  # one set of kind names (KERAS the third)
 from edgevision.edge_runtime.preprocess import PreprocessConfig
 from edgevision.errors import EdgeVisionError, LabelsError, ModelError, UsageError, first_line, require
 
 
-LABELS_FILE, PREPROCESS_FILE = "labels.txt", "preprocess.json"
 #: Largest model config read from a .keras archive: the configs of large image classifiers are a few MB.
 MAX_KERAS_CONFIG_BYTES = 64 * 1024 * 1024
 #: Largest saved_model.pb read for the safety check (protobuf's own limit is 2 GB; weights live beside it).
@@ -77,10 +76,8 @@ def open_source(source, labels: Optional[Path] = None, preprocess: Optional[Path
         from edgevision.train.run_dir import load_run
 
         run = load_run(path)
-    side = path if path.is_dir() else path.parent
-
-    label_list = _labels(labels, run, side, path)
-    config = _preprocess(preprocess, run, side, path)
+    label_list = _labels(labels, run, ref.labels_file, path)
+    config = _preprocess(preprocess, run, ref.preprocess_file, path)
     if kind == SAVED_MODEL:
         check_saved_model(model_path, unsafe_load)
     else:
@@ -98,23 +95,24 @@ def load_model(src: SourceModel, unsafe_load: bool = False) -> SourceModel:
     return src
 
 
-def _labels(explicit, run, side: Path, path: Path) -> List[str]:
+def _labels(explicit, run, beside: Optional[Path], path: Path) -> List[str]:
+    """The option > the run's > the file beside the model (model_ref found it)."""
     if explicit is not None:
         return load_labels(explicit)
     if run is not None:
         return list(run.labels)
-    if (side / LABELS_FILE).is_file():
-        return load_labels(side / LABELS_FILE)
+    if beside is not None:
+        return load_labels(beside)
     raise UsageError(f"no class labels for {path}: pass --labels FILE (one class name per line, in output order)")
 
 
-def _preprocess(explicit, run, side: Path, path: Path) -> PreprocessConfig:
+def _preprocess(explicit, run, beside: Optional[Path], path: Path) -> PreprocessConfig:
     if explicit is not None:
         return PreprocessConfig.load(explicit)
     if run is not None:
         return run.preprocess
-    if (side / PREPROCESS_FILE).is_file():
-        return PreprocessConfig.load(side / PREPROCESS_FILE)
+    if beside is not None:
+        return PreprocessConfig.load(beside)
     raise UsageError(
         f"no preprocessing settings for {path}: pass --preprocess FILE.json (input_size, color_order, mean, std "
         "in pixel units) so that the .tflite file says how to feed it"

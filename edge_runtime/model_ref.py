@@ -17,7 +17,6 @@ from typing import Optional
 from edgevision.errors import ModelError
 
 TFLITE, KERAS, RUN, SAVED_MODEL = "tflite", "keras", "run", "saved_model"
-KINDS = (TFLITE, KERAS, RUN, SAVED_MODEL)
 RUN_MODEL, LABELS_FILE, PREPROCESS_FILE = "model.keras", "labels.txt", "preprocess.json"
 SAVED_MODEL_FILE = "saved_model.pb"
 EXPECTED = "a bundled model name, a .tflite file, a .keras file, a run directory from `edgevision train` or a SavedModel folder"
