@@ -130,7 +130,11 @@ def _buffer_bytes(fb: _FlatBuffer, buffer: int) -> bytes:
 
 def read_metadata(data: bytes) -> Optional[dict]:
     """The edgevision metadata document of a model, or None for models made elsewhere."""
-    raw = metadata_entries(data).get(METADATA_NAME)
+    return parse_document(metadata_entries(data).get(METADATA_NAME))
+
+
+def parse_document(raw: Optional[bytes]) -> Optional[dict]:
+    """The JSON document of an `edgevision` metadata entry (None: no entry)."""
     if raw is None:
         return None
     try:

@@ -92,11 +92,13 @@ class ModelMetadata:
 
 def read_model_metadata(data: bytes) -> ModelMetadata:
     """Everything `data` (a .tflite file's bytes) says about itself, standard metadata first."""
-    from edgevision.edge_runtime.metadata import read_metadata
-    from edgevision.edge_runtime.tflite_metadata import read_standard_metadata
+    from edgevision.edge_runtime.metadata import METADATA_NAME, metadata_entries, parse_document
+    from edgevision.edge_runtime.tflite_metadata import METADATA_ENTRY_NAME, decode_model_metadata
 
-    doc = read_metadata(data) or {}
-    standard = read_standard_metadata(data)
+    entries = metadata_entries(data)  # the flatbuffer is walked once for both parts
+    doc = parse_document(entries.get(METADATA_NAME)) or {}
+    raw_standard = entries.get(METADATA_ENTRY_NAME)
+    standard = None if raw_standard is None else decode_model_metadata(raw_standard)
     meta = _from_document(doc)
     if standard is not None:
         meta = _merge_standard(meta, standard, data)
