@@ -115,9 +115,13 @@ def run_conversion(source, variants: Sequence[Variant], options: ConvertOptions,
 
 def _plan(source, variants: Sequence[Variant], options: ConvertOptions, say) -> _Plan:
     """Open the source, load its model, gather the data sets; fail on the likeliest mistakes first."""
+    from edgevision.convert.interface import check_portable
     from edgevision.convert.loading import load_model, open_source
+    from edgevision.convert.options import PORTABLE
 
     src = open_source(source, labels=options.labels, preprocess=options.preprocess, unsafe_load=options.unsafe_load)
+    if any(options.io_for(v.quant)[0] == PORTABLE for v in variants):  # before anything slow, not after it
+        check_portable(src.preprocess)
     pairs = [(v, v.name(options.optimizations, options.tta)) for v in variants]
     plan = _Plan(src, options, [p for p in pairs if not p[0].optimized], [p for p in pairs if p[0].optimized],
                  ConversionReport(source={}, variants=[]))

@@ -214,13 +214,18 @@ def portable_interface(model: bytes, preprocess):
     """(the portable model, what its input takes: pixels, the normalisation moved into its graph)."""
     from edgevision.edge_runtime.preprocess import PreprocessConfig
 
-    if preprocess.color_order != "RGB":
-        raise UsageError(f"the uint8 interface takes RGB pixels and this model was trained on {preprocess.color_order}; "
-                         "pass --io int8 or --io float32")
+    check_portable(preprocess)
     pixels = PreprocessConfig(input_size=preprocess.input_size, color_order="RGB", mean=(0.0,) * 3,
                               std=(1.0,) * 3, resize=preprocess.resize)
     in_graph = {"mean": list(preprocess.mean), "std": list(preprocess.std)}
     return make_portable(model, preprocess.mean, preprocess.std), pixels, in_graph
+
+
+def check_portable(preprocess) -> None:
+    """UsageError unless a model with this preprocessing can take the portable interface (RGB pixels)."""
+    if preprocess.color_order != "RGB":
+        raise UsageError(f"the uint8 interface takes RGB pixels and this model was trained on {preprocess.color_order}; "
+                         "pass --io int8 or --io float32")
 
 
 # What an old file's document keeps as it is; the rest is rewritten for the new interface.

@@ -196,3 +196,19 @@ def test_resolver_refuses_a_fifo_without_blocking(tmp_path):
 def test_classifier_refuses_a_keras_model_in_one_line(tiny_run):
     with pytest.raises(ModelError, match="runs .tflite files.*convert it first"):
         Classifier(str(tiny_run / "model.keras"))
+
+
+def test_a_bgr_model_is_refused_the_portable_interface_before_converting(tiny_run, tmp_path):
+    import json
+    import shutil as sh
+
+    from edgevision.convert import ConvertOptions, convert_model
+    from edgevision.errors import UsageError
+
+    sh.copy(tiny_run / "model.keras", tmp_path / "m.keras")
+    sh.copy(tiny_run / "labels.txt", tmp_path / "labels.txt")
+    pre = json.loads((tiny_run / "preprocess.json").read_text())
+    (tmp_path / "preprocess.json").write_text(json.dumps({**pre, "color_order": "BGR"}))
+    with pytest.raises(UsageError, match="takes RGB pixels.*--io int8"):
+        convert_model(tmp_path / "m.keras", "float32", tmp_path / "m.tflite", options=ConvertOptions(evaluate=False))
+    assert not (tmp_path / "m.tflite").exists()
