@@ -50,8 +50,9 @@ def _progress(quiet: bool):
 @click.option("--compare-tf", is_flag=True,
               help="Also time the Keras model (given as a MODEL, or found from the .tflite) with predict() and a "
                    "direct call; needs TensorFlow.")
-@click.option("--remote", "remotes", multiple=True, metavar="USER@HOST",
-              help="Run the benchmark on a device over SSH (repeatable); it needs edgevision[edge] installed.")
+@click.option("--remote", "remotes", multiple=True, metavar="USER@HOST[:PORT],...",
+              help="Run the benchmark on devices over SSH, all at once (comma-separated or repeated); each needs "
+                   "edgevision[edge] installed. Several devices get a table with a column per device.")
 @click.option("--local", "also_local", is_flag=True, help="With --remote: measure on this machine too.")
 @click.option("--remote-command", default="edgevision", show_default=True, metavar="CMD",
               help="How to start edgevision on the device, e.g. '~/venv/bin/edgevision' or "
@@ -79,6 +80,7 @@ def bench(models: Tuple[str, ...], quiet: bool, **options: Any) -> None:
       edgevision bench converted/ --eval data/test --plot pareto.png --md results.md
       edgevision bench model.tflite --e2e clip.mp4
       edgevision bench model.tflite --remote pi@raspberrypi.local --local
+      edgevision bench model.tflite --remote pi@board1,pi@board2,root@10.0.0.7:2222
     """
     from edgevision.benchmarks.runner import run_plan
 
@@ -112,11 +114,13 @@ def _plan(models: Sequence[str], *, threads: Tuple[int, ...], warmup: int, runs:
     _check_environment(settings)
     if not remotes:
         return BenchPlan(tuple(resolve_models(models, compare_tf=compare_tf)), settings), outputs
+    from edgevision.benchmarks.fleet import parse_remotes
     from edgevision.benchmarks.remote import RemoteSettings
 
+    targets = parse_remotes(remotes)
     specs = tuple(resolve_models(models, compare_tf=False))  # a device has no TensorFlow
     ssh = RemoteSettings(command=remote_command, port=ssh_port, identity=ssh_identity, options=tuple(ssh_options))
-    return BenchPlan(specs, settings, remotes=tuple(remotes), ssh=ssh, also_local=also_local), outputs
+    return BenchPlan(specs, settings, remotes=targets, ssh=ssh, also_local=also_local), outputs
 
 
 def _check_environment(settings: "BenchSettings") -> None:

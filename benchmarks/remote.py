@@ -133,35 +133,40 @@ def bench_arguments(settings, remote_models: Sequence[str], e2e: Optional[str], 
     return args + ["--"] + list(remote_models)
 
 
-def run_remote(target: str, specs, settings, ssh: RemoteSettings, progress: Optional[Callable[[str], None]] = None):
-    """Measure `specs` (runner.ModelSpec, .tflite only) on `target` and return a runner.Report tagged with it."""
+def run_remote(target: str, specs, settings, ssh: RemoteSettings, progress: Optional[Callable[[str], None]] = None,
+               label: Optional[str] = None):
+    """Measure `specs` (runner.ModelSpec, .tflite only) on `target` and return a runner.Report tagged with it.
+
+    `label` names the device in messages and rows (default: `target`; `pi@board:2222` for a port given inline).
+    """
     from edgevision.benchmarks.runner import Report
 
     _check_target(target)
+    who = label or target
     _require_tools()
     say = progress or (lambda _m: None)
     if any(spec.kind != "tflite" for spec in specs):
         raise UsageError("--remote measures .tflite files only (a device has no TensorFlow); drop --compare-tf "
                          "and Keras models from the command")
     timeout = ssh.connect_timeout_s + 60
-    say(f"[{target}] connecting")
+    say(f"[{who}] connecting")
     proc = _run(ssh_command(target, "mktemp -d \"${TMPDIR:-/tmp}/edgevision-bench.XXXXXX\"", ssh),
-                "creating a temporary directory", target, timeout)
+                "creating a temporary directory", who, timeout)
     remote_dir = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     if not _SAFE_REMOTE_PATH.fullmatch(remote_dir):
-        raise RemoteError(f"{target}: mktemp -d returned {remote_dir!r}, not a plain absolute directory path")
+        raise RemoteError(f"{who}: mktemp -d returned {remote_dir!r}, not a plain absolute directory path")
     try:
         # Fixed names on the device: scp's legacy protocol hands the destination to the device's shell, so no
         # text of the user's (a file name like `x$(id).tflite`) may reach it; the table gets the names back.
         names = {f"model{i:02d}.tflite": spec for i, spec in enumerate(specs)}
         copy_timeout = max(timeout, settings.timeout_s)
-        say(f"[{target}] copying {len(names)} model(s) to {remote_dir}")
+        say(f"[{who}] copying {len(names)} model(s) to {remote_dir}")
         for name, spec in names.items():
             _run(scp_command([str(spec.path)], f"{target}:{remote_dir}/{name}", ssh), f"copying {spec.label}",
-                 target, copy_timeout)
-        e2e = _copy_optional(target, remote_dir, settings.e2e_source, "e2e", ssh, copy_timeout, say)
-        eval_dir = _copy_optional(target, remote_dir, settings.eval_dir, "eval", ssh, copy_timeout, say)
-        labels = _copy_optional(target, remote_dir, settings.labels, "labels", ssh, copy_timeout, say)
+                 who, copy_timeout)
+        e2e = _copy_optional(target, who, remote_dir, settings.e2e_source, "e2e", ssh, copy_timeout, say)
+        eval_dir = _copy_optional(target, who, remote_dir, settings.eval_dir, "eval", ssh, copy_timeout, say)
+        labels = _copy_optional(target, who, remote_dir, settings.labels, "labels", ssh, copy_timeout, say)
         args = bench_arguments(settings, [f"{remote_dir}/{n}" for n in names], e2e, eval_dir, labels)
         # Device-side names -> the user's: copies first (longest), then the index-prefixed model names.
         renames = {remote: str(local) for remote, local in ((e2e, settings.e2e_source),
@@ -170,13 +175,13 @@ def run_remote(target: str, specs, settings, ssh: RemoteSettings, progress: Opti
         renames.update({n: spec.label for n, spec in names.items()})
         localize = _localizer(renames)
         remote_cmd = f"cd {shlex.quote(remote_dir)} && {ssh.command} " + " ".join(shlex.quote(a) for a in args)
-        say(f"[{target}] running: {ssh.command} bench ...")
-        data = _run_bench(target, ssh_command(target, remote_cmd, ssh), ssh, lambda m: say(localize(m)),
+        say(f"[{who}] running: {ssh.command} bench ...")
+        data = _run_bench(who, ssh_command(target, remote_cmd, ssh), ssh, lambda m: say(localize(m)),
                           _bench_timeout(specs, settings))
     finally:
         subprocess.run(ssh_command(target, f"rm -rf {shlex.quote(remote_dir)}", ssh), capture_output=True,
                        stdin=subprocess.DEVNULL, timeout=timeout)
-    report = _tag(Report.from_dict(data), target, names, localize)
+    report = _tag(Report.from_dict(data), who, names, localize)
     report.settings = settings.to_dict()  # the user's paths, not the device's temporary copies
     return report
 
@@ -195,16 +200,16 @@ def _bench_timeout(specs, settings) -> float:
     return 60 + len(specs) * per_model * settings.timeout_s
 
 
-def _copy_optional(target, remote_dir, local, name, ssh, timeout, say) -> Optional[str]:
+def _copy_optional(target, who, remote_dir, local, name, ssh, timeout, say) -> Optional[str]:
     """Copy a local --e2e file / --eval folder to the device; a camera index or URL is passed through."""
     if local is None:
         return None
     path = Path(local).expanduser()
     if not path.exists():
         return str(local)  # "0", "rtsp://...": the device's own camera or stream
-    say(f"[{target}] copying {path}")
+    say(f"[{who}] copying {path}")
     dest = f"{remote_dir}/{name}{_safe_suffix(path)}"  # a fixed name, like the models'
-    _run(scp_command([str(path)], f"{target}:{dest}", ssh, recursive=path.is_dir()), f"copying {path}", target,
+    _run(scp_command([str(path)], f"{target}:{dest}", ssh, recursive=path.is_dir()), f"copying {path}", who,
          timeout)
     return dest
 

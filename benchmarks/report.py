@@ -175,12 +175,20 @@ def format_report(report: Dict[str, Any]) -> str:
                  "times in ms; overhead = harness loop / bare invoke() loop")
     lines.append("")
     lines.append(format_table(report))
+    lines += _device_columns(report)
     harness = harness_line(report.get("results", []))
     if harness:
         lines.append(harness)
     for note in report.get("notes") or []:
         lines.append(f"note: {note}")
     return "\n".join(lines)
+
+
+def _device_columns(report: Dict[str, Any], markdown: bool = False) -> List[str]:
+    """A fleet's comparison, one column per device (nothing for one device)."""
+    from edgevision.benchmarks import fleet
+
+    return fleet.markdown_device_columns(report) if markdown else fleet.format_device_columns(report)
 
 
 # --- files ----------------------------------------------------------------------------------------
@@ -297,6 +305,7 @@ def to_markdown(report: Dict[str, Any], title: str = "edgevision benchmark", com
             lines += ["", harness[0].upper() + harness[1:] + "."]
     else:
         lines.append("No successful measurements.")
+    lines += _device_columns(report, markdown=True)
     errors = [r for r in rows if r.get("error")]
     if errors:
         lines += ["", "Errors:", ""]

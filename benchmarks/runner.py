@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 from edgevision.errors import UsageError
 
 if TYPE_CHECKING:
+    from edgevision.benchmarks.fleet import RemoteTarget
     from edgevision.benchmarks.remote import RemoteSettings
     from edgevision.edge_runtime.child_process import ChildFailure
 
@@ -275,8 +276,8 @@ class BenchPlan:
 
     models: Tuple[ModelSpec, ...]
     settings: BenchSettings
-    #: ssh destinations (user@host) to measure on; none: this machine only.
-    remotes: Tuple[str, ...] = ()
+    #: Devices to measure on over SSH (benchmarks.fleet.RemoteTarget), at once; none: this machine only.
+    remotes: Tuple["RemoteTarget", ...] = ()
     ssh: Optional["RemoteSettings"] = None
     #: With remotes: measure on this machine too (its rows come first).
     also_local: bool = False
@@ -286,10 +287,13 @@ def run_plan(plan: BenchPlan, progress: Progress = None) -> Report:
     """One report over every machine the plan names."""
     if not plan.remotes:
         return run_benchmarks(plan.models, plan.settings, progress=progress)
-    from edgevision.benchmarks.remote import RemoteSettings, merge_reports, run_remote
+    from edgevision.benchmarks.fleet import run_fleet
+    from edgevision.benchmarks.remote import RemoteSettings, merge_reports
 
     ssh = plan.ssh or RemoteSettings()
-    reports = [run_remote(target, plan.models, plan.settings, ssh, progress=progress) for target in plan.remotes]
+    # One device alone has nothing to compare with: its failure is the command's. In a fleet it is one column.
+    fatal = len(plan.remotes) == 1 and not plan.also_local
+    reports = run_fleet(plan.remotes, plan.models, plan.settings, ssh, progress=progress, fatal=fatal)
     if plan.also_local:
         reports.insert(0, run_benchmarks(plan.models, plan.settings, progress=progress))
     return merge_reports(reports)

@@ -112,3 +112,56 @@ def test_a_hostile_file_name_runs_nothing_on_the_device(sshd, models, tmp_path):
     assert not (Path.home() / marker).exists() and not (Path.cwd() / marker).exists()
     (row,) = json.loads((tmp_path / "out.json").read_text())["results"]
     assert row["error"] is None and row["path"] == str(hostile.resolve())
+
+
+@pytest.fixture(scope="module")
+def second_sshd(sshd, tmp_path_factory):
+    proc, ssh = start_sshd(tmp_path_factory.mktemp("sshd2"))
+    yield ssh
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except Exception:
+        proc.kill()
+
+
+def test_a_fleet_runs_at_once_in_one_table_and_a_dead_host_is_marked(sshd, second_sshd, models, tmp_path):
+    from _bench_helpers import free_port
+
+    user = sshd["target"].split("@")[0]
+    hosts = [f"{user}@127.0.0.1:{sshd['port']}", f"{user}@127.0.0.1:{second_sshd['port']}",
+             f"{user}@127.0.0.1:{free_port()}"]  # nothing listens on the third
+    known = f"UserKnownHostsFile={sshd['options'][0].split('=', 1)[1]} {second_sshd['options'][0].split('=', 1)[1]}"
+    out = tmp_path / "fleet.json"
+    proc = run_cli("bench", models["tflite"], "--runs", "5", "--warmup", "1", "--remote", ",".join(hosts[:2]),
+                   "--remote", hosts[2], "--remote-command", REMOTE_COMMAND, "--ssh-identity", sshd["identity"],
+                   "--ssh-option", f"IdentityFile={second_sshd['identity']}", "--ssh-option", known,
+                   "--ssh-option", "StrictHostKeyChecking=yes", "--json", out, "--md", tmp_path / "fleet.md")
+    assert proc.returncode == 1, proc.stderr  # one host failed: said, and the others still reported
+    data = json.loads(out.read_text())
+    by_device = {r["device"]: r for r in data["results"]}
+    assert list(by_device) == hosts  # the order given, one row each
+    for host in hosts[:2]:
+        assert by_device[host]["error"] is None and by_device[host]["latency_ms"]["p50"] > 0
+    assert by_device[hosts[2]]["error"].startswith(f"host failed: {hosts[2]}: creating a temporary directory failed")
+    assert set(data["machines"]) == set(hosts[:2])
+    # The comparison: one line per model, one column per device, the dead one marked.
+    lines = proc.stdout.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("p50 ms by device"))
+    assert lines[head].split()[4:] == hosts
+    cells = lines[head + 2].split()
+    assert cells[-1] == "failed" and float(cells[-2]) > 0 and float(cells[-3]) > 0
+    md = (tmp_path / "fleet.md").read_text()
+    assert "| model | " + " | ".join(hosts) + " |" in md
+    assert "Traceback" not in proc.stderr
+
+
+def test_remote_lists_are_parsed_once_in_order():
+    from edgevision.benchmarks.fleet import RemoteTarget, parse_remotes
+    from edgevision.errors import UsageError
+
+    assert parse_remotes(["pi@a, pi@b", "pi@a", "root@10.0.0.7:2222"]) == (
+        RemoteTarget("pi@a", "pi@a"), RemoteTarget("pi@b", "pi@b"), RemoteTarget("root@10.0.0.7:2222", "root@10.0.0.7", 2222))
+    for bad in (["pi@a,,pi@b"], ["pi@a:70000"]):
+        with pytest.raises(UsageError):
+            parse_remotes(bad)
