@@ -91,17 +91,22 @@ class Classifier:
 
     model_path: a `.tflite` file or a bundled model name (see `edgevision models`).
     num_threads: interpreter threads (None: every usable core).
-    backend: "auto" (ai-edge-litert if installed, else tflite-runtime), "ai-edge-litert" or "tflite-runtime".
+    backend: "auto" (ai-edge-litert if installed, else tflite-runtime), "ai-edge-litert", "tflite-runtime" or
+        "tflite-micro" (TensorFlow Lite Micro's interpreter; `num_threads` does not apply, it runs on one).
     labels: class names (a list, or a labels file); default: the model's metadata, a labels file packed
         in the model, `labels.txt` beside it, else "class_<i>".
     trusted: skip the child-process check (only for models you made or have opened before).
     preprocess: a PreprocessConfig (or its dict, or a preprocess.json path) overriding the metadata, e.g.
         for a third-party float model that does not expect MobileNet's [-1, 1] input.
+    delegate: an external delegate, "PATH[:key=value,...]" (or an edge_runtime.delegates.DelegateSpec).
+    arena_size: TFLite Micro's arena in bytes (None: measured; see `interpreter.arena_used_bytes`).
     """
 
     def __init__(self, model_path, num_threads: Optional[int] = None, backend: str = "auto",
                  labels: Union[None, str, os.PathLike, Sequence[str]] = None, trusted: bool = False,
-                 preprocess: Union[None, PreprocessConfig, dict, str, os.PathLike] = None):
+                 preprocess: Union[None, PreprocessConfig, dict, str, os.PathLike] = None,
+                 delegate=None, arena_size: Optional[int] = None):
+        from edgevision.edge_runtime.delegates import as_delegate
         from edgevision.edge_runtime.model_ref import tflite_ref
         from edgevision.edge_runtime import safety
         from edgevision.edge_runtime.interpreter import (
@@ -118,14 +123,17 @@ class Classifier:
         self._model_bytes = len(data)
         self._sha256 = safety.sha256_of(data)
         self._backend = resolve_backend(backend)
+        delegate = as_delegate(delegate)
         if trusted:
             safety.precheck(data, name)
             self._verification = "trusted"
         else:
-            self._verification = safety.verify_model(data, name, self._backend, sha256=self._sha256).source
+            self._verification = safety.verify_model(data, name, self._backend, sha256=self._sha256,
+                                                     delegate=delegate, arena_size=arena_size).source
         self._meta = read_model_metadata(data)
         self._notes: List[str] = []
-        self._interpreter = make_interpreter(data, self._num_threads, self._backend, name)
+        self._interpreter = make_interpreter(data, self._num_threads, self._backend, name, delegate, arena_size)
+        self._delegate = delegate
         self._signature = safety.check_signature(self._interpreter, name)
         input_detail = self._interpreter.get_input_details()[0]
         output_detail = self._interpreter.get_output_details()[0]
@@ -425,6 +433,11 @@ class Classifier:
     @property
     def backend(self) -> str:
         return self._backend
+
+    @property
+    def delegate(self):
+        """The external delegate (edge_runtime.delegates.DelegateSpec) the interpreter was given, or None."""
+        return self._delegate
 
     @cached_property
     def backend_version(self) -> str:

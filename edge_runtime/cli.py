@@ -16,8 +16,9 @@ import threading
 import click
 
 from edgevision.bundled import DEFAULT_MODEL
-from edgevision.options import (MODEL_HELP, backend_option, labels_option, model_argument, model_option, pick_model,
-                                threads_option, top_k_option, trusted_option)
+from edgevision.options import (MODEL_HELP, arena_option, backend_option, delegate_option, labels_option,
+                                model_argument, model_option, pick_model, threads_option, top_k_option,
+                                trusted_option)
 #: Output rate of a saved video when the source has none of its own (images, folders): a slideshow.
 STILLS_FPS = 2.0
 #: Exit status after Ctrl-C / SIGTERM, as a shell reports a process ended by that signal (128 + signal).
@@ -35,6 +36,8 @@ SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 @top_k_option(help="Labels reported per frame.")
 @threads_option()
 @backend_option()
+@delegate_option()
+@arena_option()
 @trusted_option()
 @click.option("--headless", is_flag=True,
               help="No window: one JSON line per frame on stdout. The default where there is no display.")
@@ -50,8 +53,8 @@ SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
               help="Live sources: reconnect when no frame has come for this long.")
 @click.option("--reconnect", type=click.IntRange(min=0), default=4, show_default=True, metavar="N",
               help="Live sources: reconnection attempts (0.5 s, 1 s, 2 s... apart) before giving up.")
-def classify(model, model_option, source, labels, top_k, threads, backend, trusted, headless, as_json, save,
-             max_frames, smooth, stall_timeout, reconnect):
+def classify(model, model_option, source, labels, top_k, threads, backend, delegate, arena_size, trusted, headless,
+             as_json, save, max_frames, smooth, stall_timeout, reconnect):
     """Classify every frame of a camera, stream, video, image or folder with MODEL (or --model).
 
     With a display, a window shows the top label, confidence, FPS and inference time (press q to quit).
@@ -103,7 +106,8 @@ def classify(model, model_option, source, labels, top_k, threads, backend, trust
         if no_window:  # after the source opened: a source that fails says only its own error
             click.echo(f"note: {no_window}; one JSON line per frame on stdout instead", err=True)
         try:
-            classifier = Classifier(model_path, num_threads=threads, backend=backend, labels=labels, trusted=trusted)
+            classifier = Classifier(model_path, num_threads=threads, backend=backend, labels=labels, trusted=trusted,
+                                    delegate=delegate, arena_size=arena_size)
             _run(classifier, source, settings, signals, show=show, print_json=as_json or not show, save=save)
         finally:
             source.close()  # releases the camera, also after Ctrl-C

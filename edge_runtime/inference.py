@@ -30,18 +30,26 @@ def load_predictor(
     preprocess: Optional[os.PathLike] = None,
     num_threads: Optional[int] = None,
     backend: str = "auto",
+    delegate=None,
+    arena_size: Optional[int] = None,
 ):
     """A run directory, `.keras`, `.tflite` or bundled model name -> KerasPredictor or TFLitePredictor.
 
     `labels` (a file) overrides the model's own labels; a 1001-line ImageNet file with 'background' first
     fits a 1000-output model. `preprocess` (a preprocess.json) overrides the model's own preprocessing.
-    Anything assumed rather than read from the model is said in `predictor.notes`.
+    Anything assumed rather than read from the model is said in `predictor.notes`. `backend`, `delegate` and
+    `arena_size` are the Classifier's (a .tflite model only).
     """
     from edgevision.edge_runtime.model_ref import TFLITE, resolve_model_ref
 
     model = resolve_model_ref(ref)
     if model.kind == TFLITE:  # a bundled file was verified when it was bundled
-        return _load_tflite(model.path, labels, preprocess, num_threads, backend, model.bundled)
+        # A bundled file was verified with LiteRT on the CPU; with a delegate or on TFLite Micro it is checked again.
+        runtime = {"backend": backend, "delegate": delegate, "arena_size": arena_size}
+        trusted = model.bundled and delegate is None and backend != "tflite-micro"
+        return _load_tflite(model.path, labels, preprocess, num_threads, runtime, trusted)
+    if delegate is not None or arena_size is not None or backend != "auto":
+        raise UsageError("--backend, --delegate and --arena-size apply to .tflite models; this is a Keras model")
     if model.is_keras:
         from edgevision.convert.keras_predictor import load_keras_predictor
 
@@ -50,11 +58,11 @@ def load_predictor(
                      "first (edgevision convert)")
 
 
-def _load_tflite(path: Path, labels, preprocess, num_threads, backend, trusted) -> TFLitePredictor:
+def _load_tflite(path: Path, labels, preprocess, num_threads, runtime: dict, trusted) -> TFLitePredictor:
     from edgevision.edge_runtime.classifier import Classifier
 
-    classifier = Classifier(str(path), num_threads=num_threads, backend=backend, labels=labels, trusted=trusted,
-                            preprocess=preprocess)
+    classifier = Classifier(str(path), num_threads=num_threads, labels=labels, trusted=trusted,
+                            preprocess=preprocess, **runtime)
     return TFLitePredictor(classifier=classifier, path=path, notes=classifier.notes)
 
 

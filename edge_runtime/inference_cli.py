@@ -10,7 +10,8 @@ from pathlib import Path
 
 import click
 
-from edgevision.options import labels_option, model_argument, preprocess_option, threads_option, top_k_option
+from edgevision.options import (arena_option, backend_option, delegate_option, labels_option, model_argument,
+                                preprocess_option, threads_option, top_k_option)
 
 
 def _model_options(f):
@@ -21,16 +22,17 @@ def _model_options(f):
                                "(default for a bare .keras: RGB scaled to [-1, 1], the MobileNet convention)."),
         threads_option(),
         click.option("--batch-size", type=int, default=64, show_default=True, help="Images decoded and run per step."),
+        backend_option(), delegate_option(), arena_option(),
     ]
     for option in reversed(options):
         f = option(f)
     return f
 
 
-def _load(model, labels, preprocess, threads):
+def _load(model, labels, preprocess, threads, runtime):
     from edgevision.edge_runtime.inference import load_predictor
 
-    predictor = load_predictor(model, labels=labels, preprocess=preprocess, num_threads=threads)
+    predictor = load_predictor(model, labels=labels, preprocess=preprocess, num_threads=threads, **runtime)
     for note in predictor.notes:
         click.echo(f"note: {note}", err=True)
     return predictor
@@ -53,7 +55,8 @@ def _load(model, labels, preprocess, threads):
 @click.option("--exist-ok", is_flag=True,
               help="Let --out replace the report of an earlier evaluation in that folder (refused otherwise).")
 @_model_options
-def evaluate(model, data, skip_unknown, as_json, out, exist_ok, labels, preprocess, threads, batch_size):
+def evaluate(model, data, skip_unknown, as_json, out, exist_ok, labels, preprocess, threads, batch_size,
+             **runtime):
     """Accuracy and the per-class report of MODEL on an image folder.
 
     MODEL is a run directory, a .keras file, a .tflite file or a bundled model name (see `edgevision models`).
@@ -79,7 +82,7 @@ def evaluate(model, data, skip_unknown, as_json, out, exist_ok, labels, preproce
     check_data_folder(data)
     if out:
         check_out_folder(Path(out), exist_ok)  # before the run, not after minutes of it
-    predictor = _load(model, labels, preprocess, threads)
+    predictor = _load(model, labels, preprocess, threads, runtime)
     with Progress("evaluate") as progress:
         result = run_evaluation(predictor, data, skip_unknown=skip_unknown, batch_size=batch_size,
                                 progress=progress)
@@ -144,7 +147,7 @@ def _model_name(model: str) -> str:
 @click.option("--annotate", "annotate_dir", type=click.Path(file_okay=False), default=None,
               help="Save each image with its labels drawn on it into this folder.")
 @_model_options
-def predict(model, images, k, as_json, annotate_dir, labels, preprocess, threads, batch_size):
+def predict(model, images, k, as_json, annotate_dir, labels, preprocess, threads, batch_size, **runtime):
     """Top-k labels with confidence for each IMAGE (files, or folders of images).
 
     MODEL is a run directory, a .keras file, a .tflite file or a bundled model name (see `edgevision models`).
@@ -157,7 +160,7 @@ def predict(model, images, k, as_json, annotate_dir, labels, preprocess, threads
     from edgevision.errors import ImageError
     from edgevision.edge_runtime.inference import annotate
 
-    predictor = _load(model, labels, preprocess, threads)
+    predictor = _load(model, labels, preprocess, threads, runtime)
     results = _predict_with_progress(predictor, images, k, batch_size)
     used: set = set()
     for r in results:

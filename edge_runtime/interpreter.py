@@ -2,6 +2,9 @@
 
 Two backends expose the same `Interpreter` class: `ai-edge-litert` (Google's current LiteRT wheels, numpy 2,
 XNNPACK; the default) and `tflite-runtime` (the legacy wheels that older boards still have; numpy 1 only).
+A third, `tflite-micro`, is TensorFlow Lite Micro's interpreter (a microcontroller's kernels), wrapped in the
+same API by edge_runtime/micro_backend.py; it is used only when named, never by "auto". An external delegate
+(edge_runtime/delegates.py) is handed to the LiteRT backends' interpreter.
 TensorFlow's own `tf.lite.Interpreter` is deliberately not a backend: the edge runtime never imports TensorFlow.
 
 Models are always opened from bytes (`model_content`), never from a path: that is the path on which the
@@ -22,7 +25,11 @@ AUTO = "auto"
 BACKENDS: Dict[str, tuple] = {
     "ai-edge-litert": ("ai_edge_litert.interpreter", "ai-edge-litert", "edge"),
     "tflite-runtime": ("tflite_runtime.interpreter", "tflite-runtime", "tflite-runtime"),
+    "tflite-micro": ("tflite_micro.python.tflite_micro.runtime", "tflite-micro", "micro"),
 }
+MICRO = "tflite-micro"
+#: What "auto" picks from: the LiteRT interpreters (TFLite Micro is a target one chooses, not a fallback).
+AUTO_BACKENDS = ("ai-edge-litert", "tflite-runtime")
 
 
 def _interpreter_class(name: str):
@@ -55,7 +62,7 @@ def available_backends() -> List[str]:
 def resolve_backend(name: str = AUTO) -> str:
     """"auto" -> the first usable backend; a named backend -> itself if usable. DependencyError otherwise."""
     _check_name(name)
-    candidates = list(BACKENDS) if name == AUTO else [name]
+    candidates = list(AUTO_BACKENDS) if name == AUTO else [name]
     errors = []
     for candidate in candidates:
         try:
@@ -110,27 +117,53 @@ def check_num_threads(num_threads: Optional[int]) -> int:
 
 
 def make_interpreter(model_content: bytes, num_threads: Optional[int] = None, backend: str = AUTO,
-                     name: str = "model"):
+                     name: str = "model", delegate=None, arena_size: Optional[int] = None):
     """An interpreter for `model_content` with its tensors allocated.
 
     Errors the interpreter reports (it raises ValueError for a flatbuffer that fails verification and
     RuntimeError for ops it cannot prepare) become one-line ModelErrors. This does not protect against a
     model that crashes the process: `safety.verify_model` is for models that are not yet known to be good.
+    delegate: a delegates.DelegateSpec (LiteRT backends); arena_size: TFLite Micro's arena in bytes (None:
+    measured in a roomy one).
     """
     num_threads = check_num_threads(num_threads)  # None -> all usable cores
     if not isinstance(model_content, (bytes, bytearray, memoryview)):
         raise UsageError(f"model_content must be the model's bytes, got {type(model_content).__name__}")
     if len(model_content) == 0:
         raise ModelError(f"{name}: the model file is empty")
-    Interpreter = _interpreter_class(resolve_backend(backend))
+    backend = resolve_backend(backend)
+    if arena_size is not None and backend != MICRO:
+        raise UsageError("an arena size is for --backend tflite-micro only (LiteRT sizes its memory itself)")
+    if backend == MICRO:
+        if delegate is not None:
+            from edgevision.edge_runtime.delegates import load_delegate
+
+            load_delegate(delegate, backend)  # raises the one-line "TFLite Micro has no delegates"
+        from edgevision.edge_runtime.micro_backend import MicroInterpreter
+
+        return MicroInterpreter(model_content, arena_size=arena_size, name=name)
+    return _litert_interpreter(model_content, num_threads, backend, name, delegate)
+
+
+def _litert_interpreter(model_content: bytes, num_threads: int, backend: str, name: str, delegate):
+    Interpreter = _interpreter_class(backend)
+    delegates = []
+    if delegate is not None:
+        from edgevision.edge_runtime.delegates import load_delegate
+
+        delegates = [load_delegate(delegate, backend)]
     from edgevision.native_log import quiet_native_stderr
 
     try:
         # LiteRT's C++ logs "Created TensorFlow Lite XNNPACK delegate" on every load; real messages are replayed.
         with quiet_native_stderr():
-            interpreter = Interpreter(model_content=bytes(model_content), num_threads=num_threads)
+            interpreter = Interpreter(model_content=bytes(model_content), num_threads=num_threads,
+                                      experimental_delegates=delegates or None)
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as e:
+        if delegates:
+            raise ModelError(f"{name}: the delegate {delegate.library} cannot take this model "
+                             f"({_first_line(e)})") from e
         raise ModelError(f"{name}: the interpreter cannot load this model ({_first_line(e)})") from e
     return interpreter
 

@@ -249,8 +249,12 @@ def _write_verdict(path: Path, sha256: str, backend: str, version: str, signatur
 
 
 # --- the child process -----------------------------------------------------------------------------
-def child_command(backend: str, name: str) -> List[str]:
-    return [sys.executable, "-m", "edgevision.edge_runtime.safety", "--backend", backend, "--name", name]
+def child_command(backend: str, name: str, delegate=None, arena_size: Optional[int] = None) -> List[str]:
+    from edgevision.edge_runtime.delegates import child_args
+
+    arena = [] if arena_size is None else ["--arena-size", str(arena_size)]
+    return [sys.executable, "-m", "edgevision.edge_runtime.safety", "--backend", backend, "--name", name,
+            *child_args(delegate), *arena]
 
 
 def run_child(command: Sequence[str], data: bytes, name: str, timeout: float) -> dict:
@@ -299,12 +303,15 @@ def sha256_of(data: bytes) -> str:
 
 
 def verify_model(model_bytes: bytes, name: str = "model", backend: str = "auto",
-                 timeout: Optional[float] = None, sha256: Optional[str] = None) -> ModelSignature:
+                 timeout: Optional[float] = None, sha256: Optional[str] = None, delegate=None,
+                 arena_size: Optional[int] = None) -> ModelSignature:
     """Make sure opening `model_bytes` in this process is safe, and return its classifier signature.
 
     Cheap in-process checks, then, unless a good verdict for these exact bytes and this backend version is
     cached, a child process that loads, allocates, checks and runs the model once. (For trusted models the
-    caller runs `precheck` and `check_signature` itself and skips this.)
+    caller runs `precheck` and `check_signature` itself and skips this.) With a delegate (a
+    delegates.DelegateSpec) the child loads it too, and nothing is cached: the library can change under the
+    same path; so is a fixed TFLite Micro arena, which is part of whether the model opens.
     """
     from edgevision.edge_runtime.interpreter import backend_version, resolve_backend
 
@@ -313,26 +320,30 @@ def verify_model(model_bytes: bytes, name: str = "model", backend: str = "auto",
     version = backend_version(backend)
     sha256 = sha256 or sha256_of(model_bytes)
     path = verdict_path(sha256, backend, version)
-    cached = _read_verdict(path, sha256)
+    cacheable = delegate is None and arena_size is None
+    cached = _read_verdict(path, sha256) if cacheable else None
     if cached is not None:
         return cached
-    verdict = run_child(child_command(backend, name), model_bytes, name, timeout or _timeout())
+    command = child_command(backend, name, delegate, arena_size)
+    verdict = run_child(command, model_bytes, name, timeout or _timeout())
     if not verdict.get("ok"):
         raise ModelError(str(verdict.get("error") or f"{name}: the model failed verification"))
     signature = ModelSignature.from_dict(verdict["signature"], source="child")
-    _write_verdict(path, sha256, backend, version, signature)
+    if cacheable:
+        _write_verdict(path, sha256, backend, version, signature)
     return signature
 
 
 # --- child side ------------------------------------------------------------------------------------
-def _child_verify(data: bytes, backend: str, name: str) -> dict:
+def _child_verify(data: bytes, backend: str, name: str, delegate=None, arena_size: Optional[int] = None) -> dict:
     import numpy as np
 
     from edgevision.edge_runtime.interpreter import make_interpreter
     from edgevision.errors import EdgeVisionError
 
     try:
-        interpreter = make_interpreter(data, num_threads=1, backend=backend, name=name)
+        interpreter = make_interpreter(data, num_threads=1, backend=backend, name=name, delegate=delegate,
+                                       arena_size=arena_size)
         signature = check_signature(interpreter, name)
         # Run it once: a model can also be broken in a way that only shows when its kernels execute.
         detail = interpreter.get_input_details()[0]
@@ -352,11 +363,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Verify a TFLite model read from stdin (used in a child process).")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--name", default="model")
+    parser.add_argument("--delegate", default=None)
+    parser.add_argument("--arena-size", type=int, default=None)
     parser.add_argument("model", nargs="?", help="model file (default: read the bytes from stdin)")
     args = parser.parse_args(argv)
     with child_process.answer_channel() as out:  # native chatter on fd 1 must not end up in the verdict
         data = Path(args.model).read_bytes() if args.model else sys.stdin.buffer.read()
-        child_process.write_reply(out, _child_verify(data, args.backend, args.name))
+        from edgevision.edge_runtime.delegates import parse_delegate
+
+        reply = _child_verify(data, args.backend, args.name, parse_delegate(args.delegate), args.arena_size)
+        child_process.write_reply(out, reply)
     return 0
 
 

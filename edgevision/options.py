@@ -18,7 +18,7 @@ from edgevision.errors import UsageError
 
 #: Labels reported per image or frame, in every command that reports several.
 DEFAULT_TOP_K = 5
-BACKEND_CHOICES = ("auto", "ai-edge-litert", "tflite-runtime")
+BACKEND_CHOICES = ("auto", "ai-edge-litert", "tflite-runtime", "tflite-micro")
 MODEL_HELP = "a .tflite file or a bundled model name (see `edgevision models`)"
 
 
@@ -125,7 +125,37 @@ def preprocess_option(help: str = "A preprocess.json (input size, colour order, 
 
 def backend_option() -> Callable:
     return click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
-                        help="TensorFlow Lite interpreter (auto: ai-edge-litert, else tflite-runtime).")
+                        help="TensorFlow Lite interpreter (auto: ai-edge-litert, else tflite-runtime); "
+                             "tflite-micro: TensorFlow Lite Micro's, the microcontroller kernels (the micro extra).")
+
+
+def _delegate(ctx, param, value):
+    from edgevision.edge_runtime.delegates import as_delegate  # light: ctypes and the standard library
+
+    return as_delegate(value)
+
+
+def delegate_option() -> Callable:
+    """`--delegate PATH[:key=value,...]`: an external delegate library for the LiteRT interpreter."""
+    return click.option("--delegate", type=str, default=None, metavar="PATH[:KEY=VALUE,...]", callback=_delegate,
+                        help="An external TFLite delegate (e.g. libedgetpu.so.1 or /path/libvendor_delegate.so) "
+                             "with its options, e.g. libedgetpu.so.1:device=usb:0. The model is checked with it "
+                             "in a child process first.")
+
+
+def _arena(ctx, param, value):
+    if value is None:
+        return None
+    from edgevision.edge_runtime.micro_backend import parse_arena_size  # numpy only; tflite_micro not imported
+
+    return parse_arena_size(value)
+
+
+def arena_option() -> Callable:
+    """`--arena-size BYTES`: TensorFlow Lite Micro's arena (with --backend tflite-micro)."""
+    return click.option("--arena-size", type=str, default=None, metavar="BYTES", callback=_arena,
+                        help="With --backend tflite-micro: the arena a firmware would reserve, e.g. 256K "
+                             "(default: measured in a roomy one and reported).")
 
 
 def trusted_option(help: str = "Skip the crash-safe check of the model in a child process (only for models you "
