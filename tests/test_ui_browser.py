@@ -202,6 +202,10 @@ def browser(server):
         # A fake camera (Chromium's green test pattern) and no permission prompt, for st.camera_input.
         "--use-fake-device-for-media-stream",
         "--use-fake-ui-for-media-stream",
+        # Tabs in the background keep running at full speed (the burst test uploads from several at once).
+        "--disable-background-timer-throttling",
+        "--disable-renderer-backgrounding",
+        "--disable-backgrounding-occluded-windows",
         f"--window-size={WINDOW[0]},{WINDOW[1]}",
         f"--user-data-dir={profile}",
     ):
@@ -510,3 +514,84 @@ def test_a_broken_model_gets_a_message_and_the_others_still_work(server, browser
     select_model(browser, COLORS_NAME)
     red, _ = answer_for(browser, write_color_png(tmp_path / "red.png", (0, 0, 255)), len(COLORS))
     assert red == "red"
+
+
+# --- memory under a burst of big uploads ---------------------------------------------------------
+BURST_TABS = 6
+BURST_SIDE = 7000  # 49 Mpx, just under the default 50 Mpx cap: about 147 MB of BGR pixels each
+PAGE_MEMORY_LIMIT_MB = 800
+
+
+def process_tree(pid: int) -> list:
+    """`pid` and its descendants, read from /proc."""
+    children: dict = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo += children.get(tree[-1], [])
+    return tree
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def write_big_png(path: Path, side: int, bgr) -> Path:
+    """A plain-coloured side x side PNG, written row by row (small on disk, side*side*3 bytes decoded)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    compressor = zlib.compressobj(9)
+    row = b"\x00" + bytes(bgr[::-1]) * side  # filter byte + RGB pixels
+    body = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.browser
+def test_a_burst_of_49_mpx_uploads_stays_under_800_mb(server, browser, tmp_path):
+    """Six visitors upload a 49 Mpx photo at the same moment: the page answers all six, and the server's
+    peak resident memory (every process of `edgevision ui`, peaks reset first) stays under the limit."""
+    big = write_big_png(tmp_path / "big_red.png", BURST_SIDE, (0, 0, 255))
+    assert big.stat().st_size < MAX_UPLOAD_MB * 1024 * 1024
+    tabs = [browser.current_window_handle]
+    for _ in range(BURST_TABS - 1):
+        browser.switch_to.new_window("tab")
+        tabs.append(browser.current_window_handle)
+    for tab in tabs:
+        browser.switch_to.window(tab)
+        open_page(browser, server)
+        select_model(browser, COLORS_NAME)
+    pids = process_tree(server.proc.pid)
+    for pid in pids:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := current RSS, so the peak is this burst's
+    for tab in tabs:  # as fast as the driver can: the uploads overlap on the server
+        browser.switch_to.window(tab)
+        upload(browser, big)
+    labels = []
+    for tab in tabs:
+        browser.switch_to.window(tab)
+        wait(browser, lambda d: any(t.startswith(f"{big.name} · {BURST_SIDE}") for t in texts(d, IMAGE_CAPTION))
+             and texts(d, TOP_LABEL) and idle(d), f"the answer in tab {tab}")
+        labels.append(texts(browser, TOP_LABEL)[0])
+    peaks = {pid: peak_rss_mb(pid) for pid in pids if Path(f"/proc/{pid}").exists()}
+    peak = sum(peaks.values())
+    print(f"peak RSS per process (MB): {peaks}")
+    print(f"peak RSS of the page's processes during {BURST_TABS} uploads of {BURST_SIDE}x{BURST_SIDE}: {peak:.0f} MB")
+    assert labels == ["red"] * BURST_TABS
+    assert peak < PAGE_MEMORY_LIMIT_MB, f"the page peaked at {peak:.0f} MB"
+    assert_serving(server)
+    for tab in tabs[1:]:
+        browser.switch_to.window(tab)
+        browser.close()
+    browser.switch_to.window(tabs[0])

@@ -11,7 +11,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import streamlit as st
@@ -19,6 +19,7 @@ import streamlit as st
 from edgevision.edge_runtime.images import IMAGE_EXTENSIONS, MAX_PIXELS, decode_image
 from edgevision.errors import EdgeVisionError, ImageError
 from edgevision.ui.settings import ModelEntry, UiSettings, discover_models, hide_paths, md_escape, recognises
+from edgevision.ui.slots import DECODE_SLOTS
 
 TOP_K = 5
 UPLOAD_TYPES = sorted({ext.lstrip(".") for ext in IMAGE_EXTENSIONS})
@@ -28,9 +29,6 @@ MIN_DISPLAY_WIDTH = 320
 #: Most classifiers kept loaded at once (each holds its interpreter and tensors in memory).
 MAX_LOADED_MODELS = 8
 MB = 1024 * 1024
-#: Pictures decoded at once, across every visitor: a 50 Mpx upload costs about 200 MB while it is decoded and
-#: resized, so the page's memory stays bounded however many arrive together; the others wait their turn.
-DECODE_SLOTS = threading.BoundedSemaphore(int(os.environ.get("EDGEVISION_UI_DECODES", "2")))
 #: Class lists longer than this scroll inside a box of CLASS_LIST_HEIGHT pixels (ImageNet has 1001).
 CLASS_LIST_ROWS = 12
 CLASS_LIST_HEIGHT = 300
@@ -213,11 +211,37 @@ def decode_picture(picture: Picture, settings: UiSettings) -> Optional[np.ndarra
                  f"{settings.max_upload_mb} MB.")
         return None
     try:
-        with DECODE_SLOTS:
-            return decode_image(picture.data, name=picture.name)
+        return decode_image(picture.data, name=picture.name)
     except ImageError as e:
         st.error(f"Could not read this image. {md_escape(e)}", icon=":material/block:")
         return None
+
+
+@dataclass(frozen=True)
+class Answer:
+    shown: np.ndarray  # the picture at display size
+    size: Tuple[int, int]  # the picture's own width and height
+    results: list
+    timing: "Timing"
+
+
+def answer_picture(picture: Picture, settings: UiSettings, loaded: LoadedModel) -> Optional[Answer]:
+    """Decode, classify and shrink for display inside one slot, or None after saying why not.
+
+    The full-size pixels exist only inside the slot (they are most of a big upload's memory), so the page's
+    peak memory is bounded by the number of slots, not by the number of visitors uploading at once.
+    """
+    with DECODE_SLOTS:
+        image = decode_picture(picture, settings)
+        if image is None:
+            return None
+        try:
+            results, timing = classify_timed(loaded, image)
+        except EdgeVisionError as e:
+            st.error(f"Could not classify this image: {md_escape(e)}", icon=":material/block:")
+            return None
+        h, w = image.shape[:2]
+        return Answer(for_display(image), (w, h), results, timing)
 
 
 def for_display(image_bgr: np.ndarray) -> np.ndarray:
@@ -230,13 +254,13 @@ def for_display(image_bgr: np.ndarray) -> np.ndarray:
     return cv2.resize(image_bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
-def show_picture(image_bgr: np.ndarray, picture: Picture) -> None:
-    h, w = image_bgr.shape[:2]
+def show_picture(answer: Answer, picture: Picture) -> None:
+    w, h = answer.size
     caption = f"{md_escape(picture.name)} · {w}×{h}"
     if picture.from_camera:  # the camera widget already shows the photo
         st.caption(caption)
         return
-    shown = for_display(image_bgr)
+    shown = answer.shown
     # Small images (CIFAR's are 32x32) are drawn larger so that there is something to see; others at
     # their own size, never wider than the column.
     width = MIN_DISPLAY_WIDTH if shown.shape[1] < MIN_DISPLAY_WIDTH else "content"
@@ -280,17 +304,12 @@ def main_area(settings: UiSettings, loaded: LoadedModel) -> None:
         if picture is None:
             st.caption("The model's five most likely classes will appear here.")
             return
-        image = decode_picture(picture, settings)
-        if image is None:
+        answer = answer_picture(picture, settings, loaded)
+        if answer is None:
             return
-        try:
-            results, timing = classify_timed(loaded, image)
-        except EdgeVisionError as e:
-            st.error(f"Could not classify this image: {md_escape(e)}", icon=":material/block:")
-            return
-        show_answer(results, timing, loaded)
+        show_answer(answer.results, answer.timing, loaded)
     with left:
-        show_picture(image, picture)
+        show_picture(answer, picture)
 
 
 def main() -> None:
