@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List
 
+from edgevision.edge_runtime.files import read_regular_file
 from edgevision.edge_runtime.labels import load_labels
 from edgevision.edge_runtime.preprocess import PreprocessConfig
 from edgevision.errors import ModelError
@@ -24,6 +25,9 @@ REPORT_TXT = "report.txt"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_STATE = "state.json"
 BEST_PREFIX = "best-"  # checkpoints/best-epoch-NNN.keras: the best epoch so far
+#: Largest run.json / state.json read: they hold settings, a history and a split record (a few hundred KB for
+#: the longest runs); anything bigger is not one of ours, and reading it whole could exhaust memory.
+MAX_RECORD_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ def load_run(path) -> RunInfo:
     settings = {}
     if (path / RUN).is_file():
         try:
-            settings = json.loads((path / RUN).read_text())
+            settings = read_record(path / RUN, "run record")
         except json.JSONDecodeError as e:
             raise ModelError(f"{path / RUN} is not valid JSON: {e}") from e
     return RunInfo(
@@ -68,3 +72,8 @@ def load_run(path) -> RunInfo:
         preprocess=PreprocessConfig.load(path / PREPROCESS),
         settings=settings,
     )
+
+
+def read_record(path: Path, what: str):
+    """A JSON record of the run directory, read in bounded memory (ModelError for a non-file or a huge one)."""
+    return json.loads(read_regular_file(path, MAX_RECORD_BYTES, what, ModelError).decode("utf-8", errors="replace"))
