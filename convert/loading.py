@@ -29,6 +29,10 @@ from edgevision.errors import EdgeVisionError, LabelsError, ModelError, UsageErr
 
 #: Largest model config read from a .keras archive: the configs of large image classifiers are a few MB.
 MAX_KERAS_CONFIG_BYTES = 64 * 1024 * 1024
+#: A member of a .keras archive may inflate to more than this only at a plausible ratio: weights are floats and
+#: compress a few times at most (all-zero layers more), while a zip bomb inflates by a thousand or more.
+KERAS_MEMBER_FREE_BYTES = 64 * 1024 * 1024
+MAX_KERAS_MEMBER_RATIO = 200
 #: Largest saved_model.pb read for the safety check (protobuf's own limit is 2 GB; weights live beside it).
 MAX_SAVED_MODEL_PB_BYTES = 1024 * 1024 * 1024
 
@@ -133,6 +137,7 @@ def keras_config(path: Path, max_bytes: int = MAX_KERAS_CONFIG_BYTES) -> dict:
             if info.file_size > max_bytes:
                 raise ModelError(f"{path}: its config.json declares {info.file_size} bytes, more than the "
                                  f"{max_bytes} a model config may be; the file is damaged or not a model")
+            check_keras_members(archive, path)
             with archive.open(info) as member:
                 # read(n) inflates at most n bytes (read() would inflate all, then cut to the declared size),
                 # and a member holding more than its header says fails zipfile's checksum.
@@ -143,6 +148,20 @@ def keras_config(path: Path, max_bytes: int = MAX_KERAS_CONFIG_BYTES) -> dict:
         raise ModelError(f"{path}: the model config inside the archive is not valid JSON (corrupt file)") from e
     except OSError as e:
         raise ModelError(f"cannot read {path}: {e.strerror or e}") from e
+
+
+def check_keras_members(archive: zipfile.ZipFile, path: Path) -> None:
+    """ModelError for a member (the weights, usually) that would inflate like a zip bomb when Keras loads it.
+
+    Declared sizes are what count: zipfile inflates a member no further than its header says.
+    """
+    for info in archive.infolist():
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > KERAS_MEMBER_FREE_BYTES and ratio > MAX_KERAS_MEMBER_RATIO:
+            raise ModelError(
+                f"{path}: its member {info.filename!r} would inflate {info.compress_size} bytes to "
+                f"{info.file_size} ({ratio:.0f} times; weights compress a few times at most): the file is a zip "
+                "bomb or damaged, refusing to load it")
 
 
 def iter_layer_configs(config: Any) -> Iterator[dict]:

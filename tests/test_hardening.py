@@ -305,12 +305,12 @@ def test_a_file_that_grows_while_it_is_read_is_cut_at_the_limit(tmp_path):
 
 
 # --- 2. a .keras whose config.json inflates to far more than any model config -----------------------------
-def _keras_archive(path: Path, config: bytes, declared=None) -> Path:
+def _keras_archive(path: Path, config: bytes, declared=None, weights: bytes = b"") -> Path:
     """A .keras zip whose config.json holds `config` (deflated); `declared` rewrites the size its headers state."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("metadata.json", json.dumps({"keras_version": "3.0.0"}))
         archive.writestr("config.json", config)
-        archive.writestr("model.weights.h5", b"")
+        archive.writestr("model.weights.h5", weights)
     if declared is not None:  # a header that lies, so that a check of declared sizes alone is not enough
         data = bytearray(path.read_bytes())
         with zipfile.ZipFile(path) as archive:
@@ -359,6 +359,17 @@ def test_keras_config_bomb_is_refused_in_bounded_memory(tmp_path, declared):
     assert result["outcome"].startswith("ModelError"), result
     assert "\n" not in result["outcome"]
     assert result["peak_mb"] < 300, result  # the issue's bound is 800 MB; the old check peaked at 1.2 GB here
+
+
+def test_keras_weights_bomb_is_refused_before_keras_inflates_it(tmp_path):
+    config = {"class_name": "Functional", "config": {"layers": []}}
+    bomb = _keras_archive(tmp_path / "weights-bomb.keras", json.dumps(config).encode(), weights=bytes(600 << 20))
+    assert bomb.stat().st_size < 2 << 20  # a small file whose weights inflate to 600 MB
+    script = BOMB_CHECK.replace("sys.argv[1]", repr(str(bomb)))
+    result = run_hostile(script, timeout=120, address_space=2 << 30)
+    assert result["outcome"].startswith("ModelError") and "model.weights.h5" in result["outcome"], result
+    assert "zip bomb" in result["outcome"] and "\n" not in result["outcome"]
+    assert result["peak_mb"] < 300, result
 
 
 def test_ordinary_keras_config_still_reads(tmp_path):
