@@ -101,15 +101,22 @@ def run_conversion(source, variants: Sequence[Variant], options: ConvertOptions,
     targets = _targets(source, variants, options, out, out_dir)
     if report_path is not None and Path(report_path).suffix.lower() != ".json":
         raise UsageError(f"--report takes a .json file name, got {report_path}")
-    for target in targets.values():  # a read-only or full output folder fails now, not after the conversion
+    from edgevision.convert import targets as device
+
+    names = [v.name(options.optimizations, options.tta) for v in variants]
+    paths = [targets[n] for n in names]
+    # a read-only or full output folder fails now, not after the conversion
+    for target in list(targets.values()) + device.planned_paths(options, variants, paths):
         write_check(target)
     plan = _plan(source, variants, options, say)
     results = _convert_keras(plan, plan.plain, say) if plan.plain else []
     if plan.optimized:
         results += _convert_optimized(plan, say)
     plan.report.variants = results
-    names = [v.name(options.optimizations, options.tta) for v in variants]
-    _write_outputs(plan.report, results, [targets[n] for n in names], plan.src.labels, report_path)
+    checked = device.run(results, options, paths[0], say)  # --target / --npu: refuses before any write
+    plan.report.target = checked.to_dict() if checked is not None else None
+    _write_outputs(plan.report, results, paths, plan.src.labels, report_path)
+    device.write_files(checked, results[0].model)
     return plan.report
 
 

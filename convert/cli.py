@@ -17,6 +17,7 @@ from edgevision.convert.options import (
     ConvertOptions,
     Optimizations,
 )
+from edgevision.convert.targets import TARGETS
 from edgevision.convert.tta import TTA_MODES
 from edgevision.errors import UsageError
 from edgevision.options import labels_option, model_argument, preprocess_option, quiet_option, seed_option
@@ -71,12 +72,20 @@ _file = click.Path(dir_okay=False, path_type=Path)
 @click.option("--tta", type=click.Choice(TTA_MODES),
               help="Bake test-time augmentation into the model: 'flip' averages the image and its mirror "
                    "(2x the compute; only for classes that look the same mirrored).")
+@click.option("--target", type=click.Choice(TARGETS),
+              help="A device class the file must suit, checked before it is written. micro: TFLite Micro's "
+                   "operators, full int8, one image per invoke; also writes MODEL.cc/.h (the bytes as g_model[], "
+                   "the arena TFLite Micro measured). edgetpu: what Coral's Edge TPU compiler accepts (full int8, "
+                   "uint8 I/O, static shapes, its operators); prints the compiler command to run.")
+@click.option("--npu", metavar="VENDOR:SOC",
+              help="Also compile the file ahead of time for a vendor NPU with LiteRT's AOT tooling, e.g. "
+                   "qualcomm:SM8650 (needs the vendor's SDK: the error says which to install).")
 @click.option("--report", "report_path", type=_file, help="Also write the report as JSON to this file.")
 @seed_option(help="Seed for sampling and fine-tuning.")
 @quiet_option()
 def convert(model, quant, out, all_modes, out_dir, io, calib_dir, calib_samples, eval_dir, eval_samples, no_eval,
             qat_epochs, prune, cluster, fine_tune_epochs, fine_tune_lr, qat_lr, batch_size, train_dir, train_samples, labels, preprocess,
-            allow_tf_ops, unsafe_load, no_bias_correction, tta, report_path, seed, quiet):
+            allow_tf_ops, unsafe_load, no_bias_correction, tta, target, npu, report_path, seed, quiet):
     """Convert MODEL (a run directory, a .keras file or a SavedModel) to TensorFlow Lite.
 
     The .tflite file carries the labels, input size, colour order and normalisation, so a device needs
@@ -89,6 +98,8 @@ def convert(model, quant, out, all_modes, out_dir, io, calib_dir, calib_samples,
       edgevision convert runs/cnn --all --out-dir out/ --report out/report.json
       edgevision convert runs/cnn --quant int8 --qat-epochs 2 --out cnn-qat.tflite
       edgevision convert runs/cnn --quant int8 --tta flip --out cnn-int8-flip.tflite
+      edgevision convert runs/cnn --target micro --out firmware/cnn.tflite    # + cnn.cc, cnn.h
+      edgevision convert runs/cnn --target edgetpu --out cnn-edgetpu.tflite
       edgevision convert model.keras --labels labels.txt --preprocess preprocess.json --calib images/ --quant int8
     """
     from edgevision.convert import api
@@ -105,7 +116,7 @@ def convert(model, quant, out, all_modes, out_dir, io, calib_dir, calib_samples,
                              calib_samples=calib_samples, eval_dir=eval_dir, eval_samples=eval_samples,
                              evaluate=not no_eval, train_dir=train_dir, train_samples=train_samples, optimizations=optimizations,
                              allow_tf_ops=allow_tf_ops, unsafe_load=unsafe_load, seed=seed, tta=tta,
-                             bias_correction=not no_bias_correction)
+                             bias_correction=not no_bias_correction, target=target, npu=npu)
     from edgevision.native_log import quiet_native_stderr
 
     source = model  # convert.loading resolves it (edge_runtime.model_ref), as every command does
@@ -116,6 +127,10 @@ def convert(model, quant, out, all_modes, out_dir, io, calib_dir, calib_samples,
         else:
             report = api.run_conversion(source, [api.single_variant(options)], options, out=out,
                                         report_path=report_path, progress=progress)
+    _print_report(report, report_path)
+
+
+def _print_report(report, report_path) -> None:
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(report.format_table())
@@ -124,6 +139,13 @@ def convert(model, quant, out, all_modes, out_dir, io, calib_dir, calib_samples,
         if v.float_ops:
             click.echo(f"warning: {v.variant}: ops left in float in an integer model: {', '.join(v.float_ops)} "
                        "(they run slowly or not at all on integer-only accelerators)", err=True)
+    if report.target is not None:
+        from edgevision.convert.targets import describe
+
+        for line in describe(report.target):
+            click.echo(line)
+        for path in report.target["files"].values():
+            click.echo(f"wrote {path}")
     if report_path is not None:
         click.echo(f"wrote {report_path}")
 

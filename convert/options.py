@@ -137,6 +137,10 @@ class ConvertOptions:
     tta: test-time augmentation baked into every produced model ("flip"; see convert/tta.py), or None.
     bias_correction: compensate int8 weight rounding before int8/int16x8 post-training conversion, and in
         the weights QAT starts from when it runs alone (convert/bias_correction.py).
+    target: a device class the file must suit, checked before it is written (convert/targets.py): "micro"
+        (TFLite Micro; also writes a C++ array) or "edgetpu" (what Coral's Edge TPU compiler accepts).
+    npu: "VENDOR:SOC": also compile the file ahead of time for that NPU with LiteRT's AOT tooling
+        (convert/npu.py).
     """
 
     quant: str = INT8
@@ -156,11 +160,19 @@ class ConvertOptions:
     seed: int = 0
     tta: Optional[str] = None
     bias_correction: bool = True
+    target: Optional[str] = None
+    npu: Optional[str] = None
 
     def __post_init__(self):
+        from edgevision.convert.targets import check_options
         from edgevision.convert.tta import check_mode
 
         check_mode(self.tta)
+        check_options(self)
+        if self.npu is not None:
+            from edgevision.convert.npu import parse
+
+            parse(self.npu)  # an unknown vendor or SoC fails now, not after the conversion
         if self.quant not in QUANT_MODES:
             raise UsageError(f"unknown quantization {self.quant!r}; choose one of: {', '.join(QUANT_MODES)}")
         if self.io is not None and self.io not in IO_TYPES:

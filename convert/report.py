@@ -93,6 +93,7 @@ class ConversionReport:
     bias_correction: Optional[dict] = None  # applied before the post-training int8/int16x8 conversions
     # for the tfmot variants: applied to the weights QAT starts from, or after pruning/clustering
     optimized_bias_correction: Optional[dict] = None
+    target: Optional[dict] = None  # --target / --npu: the device checks and what they produced (convert/targets.py)
 
     def float32_bytes(self) -> Optional[int]:
         """Size of the float32 variant, or of the source model's float32 weights when none was produced."""
@@ -119,6 +120,7 @@ class ConversionReport:
             "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                         "python": platform.python_version(), "edgevision": edgevision.__version__},
             "warnings": self.warnings,
+            "target": self.target,
             "variants": [v.to_dict(f32) for v in self.variants],
         }
 
