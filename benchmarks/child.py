@@ -16,18 +16,22 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 # `stage` is also what the task modules (e2e, evaluate, keras_timing) mark their progress with.
 from edgevision.edge_runtime.child_process import answer_channel, stage, write_reply
 
 
 # --- the interpreter ------------------------------------------------------------------------------
-def open_interpreter(model_content: bytes, num_threads: int, backend: str, name: str = "model"):
-    """An allocated interpreter from the model's bytes (the runtime's verified path)."""
+def open_interpreter(model_content: bytes, num_threads: int, backend: str, name: str = "model",
+                     delegate: Optional[str] = None, arena_size: Optional[int] = None):
+    """An allocated interpreter from the model's bytes (the runtime's verified path), with the task's delegate
+    ("PATH[:key=value,...]") or TensorFlow Lite Micro arena."""
+    from edgevision.edge_runtime.delegates import as_delegate
     from edgevision.edge_runtime.interpreter import make_interpreter
 
-    return make_interpreter(model_content, num_threads=num_threads, backend=backend, name=name)
+    return make_interpreter(model_content, num_threads=num_threads, backend=backend, name=name,
+                            delegate=as_delegate(delegate), arena_size=arena_size)
 
 
 def fill_inputs(interp, seed: int = 0) -> list:
@@ -115,7 +119,7 @@ def bench_task(task: Dict[str, Any]) -> Dict[str, Any]:
     stage("load")
     t0 = _now_ns()
     data = _read_model(path)
-    interp = open_interpreter(data, task["threads"], backend, name=path.name)
+    interp = open_interpreter(data, task["threads"], backend, path.name, task.get("delegate"), task.get("arena_size"))
     load_ms = (_now_ns() - t0) / harness.NS_PER_MS
     inputs = fill_inputs(interp)
     stage("invoke")
@@ -146,7 +150,31 @@ def bench_task(task: Dict[str, Any]) -> Dict[str, Any]:
         "input": inputs[0] if len(inputs) == 1 else inputs,
         "output": outputs[0] if len(outputs) == 1 else outputs,
         **facts,
+        **_runtime_facts(interp, task),
     }
+
+
+def _runtime_facts(interp, task: Dict[str, Any]) -> Dict[str, Any]:
+    """The delegate a row ran with; for TensorFlow Lite Micro its arena (RAM) and the flash the model takes."""
+    facts: Dict[str, Any] = {"delegate": task.get("delegate")}
+    if hasattr(interp, "arena_used_bytes"):  # edge_runtime.micro_backend.MicroInterpreter
+        facts.update(arena_bytes=interp.arena_used_bytes, arena_size=interp.arena_size)
+    return facts
+
+
+def profile_task(task: Dict[str, Any]) -> Dict[str, Any]:
+    """Per-operator times of one model at one thread count (benchmarks.profile)."""
+    from edgevision.benchmarks.profile import profile_model
+    from edgevision.edge_runtime.interpreter import resolve_backend
+
+    path = Path(task["model"])
+    backend = resolve_backend(task.get("backend", "auto"))
+    stage("profile")
+
+    def opener(model: bytes, name: str):
+        return open_interpreter(model, task["threads"], backend, name, task.get("delegate"), task.get("arena_size"))
+
+    return profile_model(_read_model(path), task["threads"], task["runs"], task["warmup"], opener, path.name)
 
 
 def keras_task(task: Dict[str, Any]) -> Dict[str, Any]:
@@ -170,6 +198,7 @@ def e2e_task(task: Dict[str, Any]) -> Dict[str, Any]:
 
 TASKS: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {
     "bench": bench_task,
+    "profile": profile_task,
     "keras": keras_task,
     "eval": eval_task,
     "e2e": e2e_task,

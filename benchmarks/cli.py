@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple
 import click
 
 from edgevision.errors import ModelError, UsageError
-from edgevision.options import (backend_option, labels_option, model_argument, quiet_option, threads_option,
-                                trusted_option)
+from edgevision.options import (arena_option, backend_option, delegate_option, labels_option, model_argument,
+                                quiet_option, threads_option, trusted_option)
 
 if TYPE_CHECKING:
     from edgevision.benchmarks.report import Outputs
@@ -34,6 +34,13 @@ def _progress(quiet: bool):
 @click.option("--warmup", default=20, show_default=True, type=int, help="Untimed runs before timing.")
 @click.option("--runs", default=200, show_default=True, type=int, help="Timed runs per model and thread count.")
 @backend_option()
+@delegate_option()
+@arena_option()
+@click.option("--profile", is_flag=True,
+              help="Also time every operator (type, count, mean ms, share, cumulative share), each as a model of "
+                   "its own fed the real intermediate values; in the table, JSON and Markdown.")
+@click.option("--profile-plot", "profile_plot_out", metavar="FILE.png",
+              help="With --profile: a bar chart of the time per operator type (needs matplotlib).")
 @click.option("--json", "json_out", metavar="FILE", help="Write all results as JSON ('-': to stdout, table to stderr).")
 @click.option("--csv", "csv_out", metavar="FILE", help="Write one CSV row per measurement.")
 @click.option("--md", "md_out", metavar="FILE", help="Write a Markdown page with the machine header and table.")
@@ -90,7 +97,7 @@ def bench(models: Tuple[str, ...], quiet: bool, **options: Any) -> None:
 
 
 def _plan(models: Sequence[str], *, threads: Tuple[int, ...], warmup: int, runs: int, backend: str,
-          json_out: Optional[str], csv_out: Optional[str], md_out: Optional[str], plot_out: Optional[str],
+          delegate, arena_size: Optional[int], profile: bool, profile_plot_out: Optional[str], json_out: Optional[str], csv_out: Optional[str], md_out: Optional[str], plot_out: Optional[str],
           e2e_source: Optional[str], e2e_frames: int, eval_dir: Optional[str], labels: Optional[str], eval_limit: Optional[int],
           compare_tf: bool, remotes: Sequence[str], also_local: bool, remote_command: str,
           ssh_port: Optional[int], ssh_identity: Optional[str], ssh_options: Sequence[str], trusted: bool,
@@ -108,9 +115,11 @@ def _plan(models: Sequence[str], *, threads: Tuple[int, ...], warmup: int, runs:
         threads=parse_threads(threads), warmup=warmup, runs=runs, backend=backend,
         compare_bare=not no_overhead_check, timeout_s=timeout_s, e2e_source=e2e_source, e2e_frames=e2e_frames,
         eval_dir=eval_dir, eval_limit=eval_limit, compare_tf=compare_tf, trusted=trusted,
-        labels=_existing_file(labels, "--labels"),
+        labels=_existing_file(labels, "--labels"), delegate=None if delegate is None else str(delegate),
+        arena_size=arena_size, profile=profile or bool(profile_plot_out),
     )
-    outputs = Outputs(json_file=json_out, csv_file=csv_out, md_file=md_out, plot_file=plot_out)
+    outputs = Outputs(json_file=json_out, csv_file=csv_out, md_file=md_out, plot_file=plot_out,
+                      profile_plot_file=profile_plot_out)
     _check_environment(settings)
     if not remotes:
         return BenchPlan(tuple(resolve_models(models, compare_tf=compare_tf)), settings), outputs

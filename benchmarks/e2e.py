@@ -24,7 +24,8 @@ def e2e_task(task: Dict[str, Any]) -> Dict[str, Any]:
 
     stage("load")
     clf = Classifier(task["model"], num_threads=task.get("threads"), backend=task.get("backend", "auto"),
-                     trusted=bool(task.get("trusted")), labels=task.get("labels"))
+                     trusted=bool(task.get("trusted")), labels=task.get("labels"), delegate=task.get("delegate"),
+                     arena_size=task.get("arena_size"))
     settings = PipelineSettings(top_k=E2E_TOP_K, draw=True, max_frames=int(task["max_frames"]),
                                 warmup_frames=int(task.get("warmup", 1)))
     stage("e2e")

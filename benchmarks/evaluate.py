@@ -41,6 +41,7 @@ def evaluate_task(task: Dict[str, Any]) -> Dict[str, Any]:
 
     stage("load")
     clf = Classifier(task["model"], num_threads=task.get("threads"), backend=task.get("backend", "auto"),
-                     trusted=bool(task.get("trusted")), labels=task.get("labels"))
+                     trusted=bool(task.get("trusted")), labels=task.get("labels"), delegate=task.get("delegate"),
+                     arena_size=task.get("arena_size"))
     stage("eval")
     return summary(evaluate_folder(clf, task["dir"], limit=task.get("limit")))

@@ -79,12 +79,19 @@ def _columns(rows: Sequence[Dict[str, Any]], multi_device: bool) -> List[Tuple[s
         ("peak MB", lambda r: _num(r.get("peak_rss_mb"), ".1f")),
         ("overhead", lambda r: _num(r.get("harness_overhead"), ".3f")),
     ]
+    if any(r.get("arena_bytes") is not None for r in rows):  # TensorFlow Lite Micro: RAM and flash, as a board
+        cols.append(("arena KB", lambda r: _num(_kib(r.get("arena_bytes")), ".1f")))
+        cols.append(("flash KB", lambda r: _num(_kib(r.get("bytes")), ".1f")))
     if any(r.get("accuracy") is not None for r in rows):
         cols.append(("top-1", lambda r: _num(r.get("accuracy"), ".4f")))
     if any(isinstance(r.get("e2e"), dict) for r in rows):
         cols.append(("e2e fps", lambda r: _num((r.get("e2e") or {}).get("fps"), ".1f")))
         cols.append(("e2e ms/frame", lambda r: _e2e_total(r)))
     return cols
+
+
+def _kib(n: Optional[int]) -> Optional[float]:
+    return None if n is None else n / 1024
 
 
 def _e2e_total(row: Dict[str, Any]) -> str:
@@ -120,7 +127,17 @@ def format_table(report: Dict[str, Any]) -> str:
             where = f"[{r.get('device')}] " if multi else ""
             lines.append(f"error: {where}{r.get('model')} (threads={r.get('threads')}): {r['error']}")
     lines += _e2e_lines(rows)
+    lines += _profile_lines(rows)
     return "\n".join(lines)
+
+
+def _profile_lines(rows: Sequence[Dict[str, Any]], markdown: bool = False) -> List[str]:
+    """`bench --profile`'s per-operator tables (benchmarks.profile), nothing without profiles."""
+    if not any(isinstance(r.get("profile"), dict) for r in rows):
+        return []
+    from edgevision.benchmarks import profile
+
+    return profile.markdown_profiles(list(rows)) if markdown else profile.format_profiles(list(rows))
 
 
 def _e2e_lines(rows: Sequence[Dict[str, Any]]) -> List[str]:
@@ -200,14 +217,18 @@ class Outputs:
     csv_file: Optional[str] = None
     md_file: Optional[str] = None
     plot_file: Optional[str] = None
+    #: `--profile-plot`: a bar chart of each model's time per operator type.
+    profile_plot_file: Optional[str] = None
 
     def __post_init__(self):
-        if self.plot_file and not self.plot_file.lower().endswith(".png"):
-            raise UsageError(f"--plot writes a PNG image; give a file name ending in .png, got {self.plot_file!r}")
+        for option, name in (("--plot", self.plot_file), ("--profile-plot", self.profile_plot_file)):
+            if name and not name.lower().endswith(".png"):
+                raise UsageError(f"{option} writes a PNG image; give a file name ending in .png, got {name!r}")
 
     @property
     def files(self) -> List[str]:
-        return [p for p in (self.json_file, self.csv_file, self.md_file, self.plot_file) if p and p != "-"]
+        return [p for p in (self.json_file, self.csv_file, self.md_file, self.plot_file, self.profile_plot_file)
+                if p and p != "-"]
 
 
 def write_outputs(report: Dict[str, Any], outputs: Outputs, command: Optional[str] = None) -> Optional[str]:
@@ -218,7 +239,14 @@ def write_outputs(report: Dict[str, Any], outputs: Outputs, command: Optional[st
         write_csv(report, outputs.csv_file)
     if outputs.md_file:
         write_markdown(report, outputs.md_file, command=command)
-    return write_plot(report, outputs.plot_file) if outputs.plot_file else None
+    notes = []
+    if outputs.profile_plot_file:
+        from edgevision.benchmarks.profile import write_profile_plot
+
+        notes.append(write_profile_plot(report.get("results", []), outputs.profile_plot_file))
+    if outputs.plot_file:
+        notes.append(write_plot(report, outputs.plot_file))
+    return "; ".join(n for n in notes if n) or None
 
 
 def to_json(report: Dict[str, Any]) -> str:
@@ -313,6 +341,7 @@ def to_markdown(report: Dict[str, Any], title: str = "edgevision benchmark", com
     e2e = _e2e_lines(rows)
     if e2e:
         lines += ["", "End to end (camera pipeline):", ""] + [f"- {line}" for line in e2e if line]
+    lines += _profile_lines(rows, markdown=True)
     notes = report.get("notes") or []
     if notes:
         lines += ["", "Notes:", ""] + [f"- {_md_escape(n)}" for n in notes]

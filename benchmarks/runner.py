@@ -30,7 +30,15 @@ if TYPE_CHECKING:
 
 Progress = Optional[Callable[[str], None]]
 
-BACKEND_CHOICES = ("auto", "ai-edge-litert", "tflite-runtime")
+BACKEND_CHOICES = ("auto", "ai-edge-litert", "tflite-runtime", "tflite-micro")
+MICRO = "tflite-micro"
+#: What `bench --backend tflite-micro` says about its figures (a note under the table).
+MICRO_NOTE = ("tflite-micro: the latency is TensorFlow Lite Micro's portable reference kernels on this CPU, not a "
+              "microcontroller's. A Cortex-M runs at 64-480 MHz without this CPU's caches, SIMD or XNNPACK, and "
+              "a firmware build usually links optimised kernels (CMSIS-NN on Arm, ESP-NN on Espressif) that "
+              "this Python build lacks, so time it on the board. The arena (RAM: TFLite Micro's measured "
+              "tensor arena, to which the firmware adds its stack and buffers) and flash (the model's bytes; "
+              "the runtime's code comes on top) carry over as they are")
 #: What a Keras run directory (written by `edgevision train`) holds. The names are edge_runtime.model_ref's
 #: RUN_MODEL and SAVED_MODEL_FILE, spelled here because importing edge_runtime loads numpy and OpenCV, which
 #: `bench --help` must not pay for.
@@ -61,6 +69,12 @@ class BenchSettings:
     #: Skip the runtime's model verification in the e2e/eval children (the bench child needs none: it is
     #: already a sacrificial process).
     trusted: bool = False
+    #: An external delegate, "PATH[:key=value,...]" (edge_runtime.delegates), for every interpreter.
+    delegate: Optional[str] = None
+    #: TensorFlow Lite Micro's arena in bytes (None: measured); only with backend tflite-micro.
+    arena_size: Optional[int] = None
+    #: Also time each operator (benchmarks.profile), in a child of its own per model and thread count.
+    profile: bool = False
 
     def __post_init__(self):
         threads = tuple(self.threads)
@@ -73,6 +87,7 @@ class BenchSettings:
             raise UsageError(f"--warmup must be 0 or more, got {self.warmup}")
         if self.backend not in BACKEND_CHOICES:
             raise UsageError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}; got {self.backend!r}")
+        self._check_runtime(threads)
         if self.timeout_s <= 0:
             raise UsageError(f"--timeout must be a positive number of seconds, got {self.timeout_s}")
         if self.e2e_frames < 1:
@@ -80,10 +95,23 @@ class BenchSettings:
         if self.eval_limit is not None and self.eval_limit < 1:
             raise UsageError(f"--eval-limit must be at least 1, got {self.eval_limit}")
 
+    def _check_runtime(self, threads: Tuple[int, ...]) -> None:
+        if self.backend == MICRO and threads != (1,):
+            raise UsageError("TensorFlow Lite Micro runs on one thread (a microcontroller has one core); "
+                             "use --threads 1 with --backend tflite-micro")
+        if self.arena_size is not None and self.backend != MICRO:
+            raise UsageError("--arena-size is for --backend tflite-micro (LiteRT sizes its memory itself)")
+        if self.delegate is not None and self.backend == MICRO:
+            raise UsageError("--delegate needs a LiteRT interpreter; TensorFlow Lite Micro has no delegates")
+
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
         d["threads"] = list(self.threads)
         return d
+
+    def runtime_task(self) -> Dict[str, Any]:
+        """The interpreter's settings as every child task carries them."""
+        return {"backend": self.backend, "delegate": self.delegate, "arena_size": self.arena_size}
 
 
 def parse_threads(text) -> Tuple[int, ...]:
@@ -310,6 +338,8 @@ def run_benchmarks(models: Sequence[ModelSpec], settings: BenchSettings, progres
     notes: List[str] = []
     for spec in models:
         results += _model_rows(spec, settings, device, step, notes)
+    if settings.backend == MICRO:
+        notes.append(MICRO_NOTE)
     return Report(machine=machine, settings=settings.to_dict(), results=results,
                   machines={device: machine}, notes=notes)
 
@@ -369,7 +399,8 @@ def _count_steps(models: Sequence[ModelSpec], s: BenchSettings) -> int:
         if spec.kind == "keras":
             n += per_thread
             continue
-        n += per_thread * (1 + (s.e2e_source is not None) + (s.compare_tf and spec.keras_path is not None))
+        n += per_thread * (1 + (s.e2e_source is not None) + (s.compare_tf and spec.keras_path is not None)
+                           + s.profile)
         n += 1 if s.eval_dir else 0
     return n
 
@@ -378,7 +409,7 @@ def _bench_rows(spec: ModelSpec, s: BenchSettings, device: str, step) -> List[Di
     rows = []
     for threads in s.threads:
         task = {"kind": "bench", "model": str(spec.path), "threads": threads, "runs": s.runs,
-                "warmup": s.warmup, "backend": s.backend, "compare_bare": s.compare_bare}
+                "warmup": s.warmup, "compare_bare": s.compare_bare, **s.runtime_task()}
         outcome = run_child(task, s.timeout_s)
         if not outcome.ok:
             step(f"{spec.label} threads={threads}: error: {outcome.error}")
@@ -393,13 +424,29 @@ def _bench_rows(spec: ModelSpec, s: BenchSettings, device: str, step) -> List[Di
         lat = r["latency_ms"]
         step(f"{spec.label} threads={threads}: p50 {lat['p50']:.2f} ms, mean {lat['mean']:.2f} ms, "
              f"peak RSS {r['peak_rss_mb']} MB")
+        if s.profile:
+            row["profile"] = _profile(spec, threads, s, step)
         rows.append(row)
     return rows
 
 
+def _profile(spec: ModelSpec, threads: int, s: BenchSettings, step) -> Dict[str, Any]:
+    """Per-operator times (benchmarks.profile) from a child of its own, or {"error": ...}."""
+    task = {"kind": "profile", "model": str(spec.path), "threads": threads, "runs": s.runs, "warmup": s.warmup,
+            **s.runtime_task()}
+    outcome = run_child(task, s.timeout_s)
+    if not outcome.ok:
+        step(f"{spec.label} threads={threads}: profile error: {outcome.error}")
+        return {"error": outcome.error}
+    p = outcome.result
+    step(f"{spec.label} threads={threads}: profiled {len(p['operators'])} operators, their sum "
+         f"{p['ops_sum_ms']:.3f} ms against {p['invoke_ms']:.3f} ms for the whole invoke")
+    return p
+
+
 def _add_accuracy(spec: ModelSpec, rows: List[Dict[str, Any]], s: BenchSettings, step, notes: List[str]) -> None:
     task = {"kind": "eval", "model": str(spec.path), "dir": str(s.eval_dir), "threads": max(s.threads),
-            "backend": s.backend, "limit": s.eval_limit, "trusted": s.trusted, "labels": s.labels}
+            "limit": s.eval_limit, "trusted": s.trusted, "labels": s.labels, **s.runtime_task()}
     outcome = run_child(task, s.timeout_s * 4)
     if not outcome.ok:
         step(f"{spec.label} eval: error: {outcome.error}")
@@ -420,7 +467,7 @@ def _add_accuracy(spec: ModelSpec, rows: List[Dict[str, Any]], s: BenchSettings,
 
 def _add_e2e(spec: ModelSpec, row: Dict[str, Any], s: BenchSettings, step) -> None:
     task = {"kind": "e2e", "model": str(spec.path), "source": s.e2e_source, "threads": row["threads"],
-            "backend": s.backend, "max_frames": s.e2e_frames, "warmup": min(s.warmup, 10), "trusted": s.trusted,
+            **s.runtime_task(), "max_frames": s.e2e_frames, "warmup": min(s.warmup, 10), "trusted": s.trusted,
             "labels": s.labels}
     outcome = run_child(task, s.timeout_s)
     if not outcome.ok:
