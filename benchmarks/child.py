@@ -119,7 +119,7 @@ def bench_task(task: Dict[str, Any]) -> Dict[str, Any]:
     stage("load")
     t0 = _now_ns()
     data = _read_model(path)
-    interp = open_interpreter(data, task["threads"], backend, path.name, task.get("delegate"), task.get("arena_size"))
+    interp = _open_for_bench(data, task, backend, path.name)
     load_ms = (_now_ns() - t0) / harness.NS_PER_MS
     inputs = fill_inputs(interp)
     stage("invoke")
@@ -135,7 +135,7 @@ def bench_task(task: Dict[str, Any]) -> Dict[str, Any]:
     if not facts["quantization"]:
         facts["quantization"] = _quantization_from_tensors(interp)
     return {
-        "backend": backend,
+        "backend": f"{backend}:{task['accelerator']}" if task.get("accelerator") else backend,
         "backend_version": backend_version(backend),
         "bytes": len(data),
         "load_ms": load_ms,
@@ -152,6 +152,15 @@ def bench_task(task: Dict[str, Any]) -> Dict[str, Any]:
         **facts,
         **_runtime_facts(interp, task),
     }
+
+
+def _open_for_bench(data: bytes, task: Dict[str, Any], backend: str, name: str):
+    """The classic Interpreter, or with `accelerator` LiteRT's CompiledModel on that accelerator."""
+    if task.get("accelerator"):
+        from edgevision.benchmarks.accelerator import CompiledRunner
+
+        return CompiledRunner(data, task["accelerator"], task["threads"], name)
+    return open_interpreter(data, task["threads"], backend, name, task.get("delegate"), task.get("arena_size"))
 
 
 def _runtime_facts(interp, task: Dict[str, Any]) -> Dict[str, Any]:

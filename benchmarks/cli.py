@@ -41,6 +41,9 @@ def _progress(quiet: bool):
                    "its own fed the real intermediate values; in the table, JSON and Markdown.")
 @click.option("--profile-plot", "profile_plot_out", metavar="FILE.png",
               help="With --profile: a bar chart of the time per operator type (needs matplotlib).")
+@click.option("--accelerator", type=click.Choice(("cpu", "gpu", "npu")), default=None,
+              help="Time LiteRT's CompiledModel on this accelerator only (no CPU fallback) instead of the "
+                   "Interpreter; gpu and npu need the device and its library, and say so when missing.")
 @click.option("--json", "json_out", metavar="FILE", help="Write all results as JSON ('-': to stdout, table to stderr).")
 @click.option("--csv", "csv_out", metavar="FILE", help="Write one CSV row per measurement.")
 @click.option("--md", "md_out", metavar="FILE", help="Write a Markdown page with the machine header and table.")
@@ -97,7 +100,8 @@ def bench(models: Tuple[str, ...], quiet: bool, **options: Any) -> None:
 
 
 def _plan(models: Sequence[str], *, threads: Tuple[int, ...], warmup: int, runs: int, backend: str,
-          delegate, arena_size: Optional[int], profile: bool, profile_plot_out: Optional[str], json_out: Optional[str], csv_out: Optional[str], md_out: Optional[str], plot_out: Optional[str],
+          delegate, arena_size: Optional[int], profile: bool, profile_plot_out: Optional[str],
+          accelerator: Optional[str], json_out: Optional[str], csv_out: Optional[str], md_out: Optional[str], plot_out: Optional[str],
           e2e_source: Optional[str], e2e_frames: int, eval_dir: Optional[str], labels: Optional[str], eval_limit: Optional[int],
           compare_tf: bool, remotes: Sequence[str], also_local: bool, remote_command: str,
           ssh_port: Optional[int], ssh_identity: Optional[str], ssh_options: Sequence[str], trusted: bool,
@@ -116,7 +120,7 @@ def _plan(models: Sequence[str], *, threads: Tuple[int, ...], warmup: int, runs:
         compare_bare=not no_overhead_check, timeout_s=timeout_s, e2e_source=e2e_source, e2e_frames=e2e_frames,
         eval_dir=eval_dir, eval_limit=eval_limit, compare_tf=compare_tf, trusted=trusted,
         labels=_existing_file(labels, "--labels"), delegate=None if delegate is None else str(delegate),
-        arena_size=arena_size, profile=profile or bool(profile_plot_out),
+        arena_size=arena_size, profile=profile or bool(profile_plot_out), accelerator=accelerator,
     )
     outputs = Outputs(json_file=json_out, csv_file=csv_out, md_file=md_out, plot_file=plot_out,
                       profile_plot_file=profile_plot_out)

@@ -75,6 +75,8 @@ class BenchSettings:
     arena_size: Optional[int] = None
     #: Also time each operator (benchmarks.profile), in a child of its own per model and thread count.
     profile: bool = False
+    #: "cpu", "gpu" or "npu": time LiteRT's CompiledModel on that accelerator instead of the Interpreter.
+    accelerator: Optional[str] = None
 
     def __post_init__(self):
         threads = tuple(self.threads)
@@ -103,6 +105,20 @@ class BenchSettings:
             raise UsageError("--arena-size is for --backend tflite-micro (LiteRT sizes its memory itself)")
         if self.delegate is not None and self.backend == MICRO:
             raise UsageError("--delegate needs a LiteRT interpreter; TensorFlow Lite Micro has no delegates")
+        if self.accelerator is not None:
+            self._check_accelerator()
+
+    def _check_accelerator(self) -> None:
+        from edgevision.benchmarks.accelerator import ACCELERATORS
+
+        if self.accelerator not in ACCELERATORS:
+            raise UsageError(f"--accelerator must be one of {', '.join(ACCELERATORS)}; got {self.accelerator!r}")
+        if self.backend not in ("auto", "ai-edge-litert"):
+            raise UsageError("--accelerator is ai-edge-litert's CompiledModel; use it with --backend ai-edge-litert")
+        clash = [name for name, on in (("--delegate", self.delegate), ("--profile", self.profile),
+                                       ("--eval", self.eval_dir), ("--e2e", self.e2e_source)) if on]
+        if clash:
+            raise UsageError(f"--accelerator times the compiled model alone; it does not combine with {clash[0]}")
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
@@ -111,7 +127,8 @@ class BenchSettings:
 
     def runtime_task(self) -> Dict[str, Any]:
         """The interpreter's settings as every child task carries them."""
-        return {"backend": self.backend, "delegate": self.delegate, "arena_size": self.arena_size}
+        return {"backend": self.backend, "delegate": self.delegate, "arena_size": self.arena_size,
+                "accelerator": self.accelerator}
 
 
 def parse_threads(text) -> Tuple[int, ...]:

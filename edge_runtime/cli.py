@@ -85,7 +85,6 @@ def classify(model, model_option, source, labels, top_k, threads, backend, deleg
         from pathlib import Path
 
         from edgevision.edge_runtime.recording import check_video_target
-
         check_video_target(Path(save))
     model_path = tflite_ref(model, "classify").model_file
     live = LiveSettings(stall_timeout_s=stall_timeout, reconnect_attempts=reconnect)
