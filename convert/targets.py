@@ -255,10 +255,11 @@ def _known_ops(graph: _Graph, known: frozenset, who: str) -> Finding:
 
 
 def check_micro(model: bytes) -> List[Finding]:
-    """TFLite Micro's rules: its operators, full integer, integer I/O, one subgraph, one image per invoke."""
+    """TFLite Micro's rules: its operators, full integer, integer I/O, one subgraph, one image per invoke, and
+    static shapes (it has no dynamic tensors: it runs every tensor at the size the file records)."""
     graph = read_graph(model)
     return [_known_ops(graph, MICRO_OPS, "TFLite Micro"), _full_integer(graph),
-            _io_types(graph, ("uint8", "int8")), _single_subgraph(graph), _batch_one(graph)]
+            _io_types(graph, ("uint8", "int8")), _single_subgraph(graph), _batch_one(graph), _static_shapes(graph)]
 
 
 def check_edgetpu(model: bytes) -> List[Finding]:
@@ -328,7 +329,8 @@ def static_batch(model: bytes) -> bytes:
 _ADVICE = {
     "operators": "replace those layers with ones it has (e.g. ReLU for GELU) or convert without --target {target}",
     "full-integer": "these layers have no int8 kernel in TFLite's converter and stay float; replace them",
-    "static-shapes": "give the model a fixed input size",
+    "static-shapes": "its size follows the batch or the input; convert with a fixed input size and one image "
+                     "per invoke (no --tta)",
     "dimensions": "convert with one image per invoke (no --tta)",
     "batch-1": "convert with one image per invoke (no --tta)",
     "one-subgraph": "remove control flow (if/while) from the model",

@@ -176,6 +176,19 @@ def test_an_operator_tflite_micro_lacks_is_refused_in_one_line_naming_it(gelu_mo
     assert not out.exists() and not out.with_suffix(".cc").exists()
 
 
+def test_the_micro_check_refuses_the_bundled_flip_tta_file_that_tflite_micro_cannot_prepare():
+    # Issue 21's symptom: TFLite Micro fails to prepare a RESHAPE of the two-view batch. The check names it.
+    model = (Path(__file__).resolve().parents[1] / "edgevision" / "models" / "cifar10-cnn.tflite").read_bytes()
+    broken = {f.rule: f.detail for f in targets.check_micro(targets.static_batch(model)) if not f.ok}
+    assert set(broken) == {"static-shapes"} and "Reshape" in broken["static-shapes"]
+    if HAS_MICRO:
+        code = ("import sys; from tflite_micro.python.tflite_micro import runtime; "
+                "runtime.Interpreter.from_bytes(open(sys.argv[1], 'rb').read(), arena_size=1 << 22)")
+        path = Path(__file__).resolve().parents[1] / "edgevision" / "models" / "cifar10-cnn.tflite"
+        done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+        assert done.returncode != 0 and "RESHAPE" in done.stderr + done.stdout
+
+
 @needs_micro
 def test_every_op_on_the_micro_list_is_one_the_installed_tflite_micro_resolves():
     probe = Path(__file__).with_name("_micro_op_probe.py")
