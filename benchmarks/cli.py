@@ -127,6 +127,10 @@ def _plan(models: Sequence[str], *, threads: Tuple[int, ...], warmup: int, runs:
     _check_environment(settings)
     if not remotes:
         return BenchPlan(tuple(resolve_models(models, compare_tf=compare_tf)), settings), outputs
+    local_only = [name for name, on in (("--delegate", delegate), ("--arena-size", arena_size),
+                                        ("--profile", settings.profile), ("--accelerator", accelerator)) if on]
+    if local_only:  # the device command line does not carry them (benchmarks/remote.py)
+        raise UsageError(f"{local_only[0]} is not passed to --remote devices yet; run it on the device itself")
     from edgevision.benchmarks.fleet import parse_remotes
     from edgevision.benchmarks.remote import RemoteSettings
 
