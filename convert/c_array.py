@@ -37,7 +37,7 @@ def byte_lines(model: bytes) -> str:
 def _arena_lines(arena: Optional[dict]) -> str:
     if not arena:
         return ("// Tensor arena: UNMEASURED (TFLite Micro's Python interpreter was not installed when this was\n"
-                "// written: pip install tflite-micro and convert again to measure it). No size is defined;\n"
+                "// written: pip install 'edgevision[micro]' and convert again to measure it). No size is defined;\n"
                 "// find one on the device (MicroInterpreter::arena_used_bytes() after AllocateTensors()).\n")
     return (f"// Tensor arena: {arena['arena_bytes']} bytes, the smallest arena TFLite Micro's Python interpreter\n"
             f"// (tflite-micro {arena['version']}, a 64-bit host, reference kernels) allocated and ran this model in.\n"

@@ -265,9 +265,21 @@ def check_micro(model: bytes) -> List[Finding]:
 def check_edgetpu(model: bytes) -> List[Finding]:
     """The Edge TPU compiler's requirements, as Coral states them, that the file itself can show."""
     graph = read_graph(model)
-    return [_known_ops(graph, EDGETPU_OPS, "the Edge TPU"), _edgetpu_op_limits(graph),
+    return [_edgetpu_ops(graph), _edgetpu_op_limits(graph),
             _full_integer(graph), _io_types(graph, ("uint8",)), _static_shapes(graph), _edgetpu_dims(graph),
             _constant_kernels(graph), _single_subgraph(graph)]
+
+
+def _edgetpu_ops(graph: _Graph) -> Finding:
+    """The operator rule, with what the compiler would do with the file as it is: it maps the ops before the
+    first one it cannot and leaves that one and every op after it to the CPU."""
+    finding = _known_ops(graph, EDGETPU_OPS, "the Edge TPU")
+    if finding.ok:
+        return finding
+    first = next(i for i, op in enumerate(graph.ops) if op.name not in EDGETPU_OPS)
+    return Finding(finding.rule, False, f"{finding.detail}; the compiler would map the first {first} of "
+                                        f"{len(graph.ops)} ops and run {graph.ops[first].name} and the "
+                                        f"{len(graph.ops) - first - 1} after it on the CPU")
 
 
 def _edgetpu_dims(graph: _Graph) -> Finding:
@@ -334,16 +346,19 @@ _ADVICE = {
     "dimensions": "convert with one image per invoke (no --tta)",
     "batch-1": "convert with one image per invoke (no --tta)",
     "one-subgraph": "remove control flow (if/while) from the model",
-    "op-limits": "move the activation out of pooling/concatenation, or reduce over height/width only",
+    "op-limits": "Coral's table allows no fused activation on pooling or concatenation and no reduction over the batch",
     "constant-weights": "make the weights layer constants, not computed inputs",
     "io-types": "use --io uint8",
 }
 
 
+def _advice(target: str, rule: str) -> str:
+    return _ADVICE.get(rule, "see the model requirements").format(target=target)
+
+
 def refusal(target: str, broken: Sequence[Finding]) -> str:
     """The one line that refuses a file: what breaks each rule and what to do."""
-    parts = [f"{f.detail}: {_ADVICE.get(f.rule, 'see the model requirements').format(target=target)}"
-             for f in broken]
+    parts = [f"{f.detail}: {_advice(target, f.rule)}" for f in broken]
     who = "TFLite Micro" if target == MICRO else "the Edge TPU compiler"
     return f"--target {target}: the model is not one {who} takes, nothing was written: " + "; ".join(parts)
 
@@ -382,7 +397,7 @@ def _run_in_micro(model: bytes, report: TargetReport, say) -> None:
     run = micro_arena.run(model)
     report.arena = run.to_dict() if run is not None else None
     if run is None:
-        report.notes.append("not run in TFLite Micro: it is not installed here (pip install tflite-micro), "
+        report.notes.append("not run in TFLite Micro: it is not installed here (pip install 'edgevision[micro]'), "
                             "so the arena size is unmeasured")
 
 

@@ -27,7 +27,7 @@ from edgevision.errors import UsageError  # noqa: E402
 
 pytestmark = pytest.mark.slow
 HAS_MICRO = importlib.util.find_spec("tflite_micro") is not None
-needs_micro = pytest.mark.skipif(not HAS_MICRO, reason="TFLite Micro's Python interpreter (pip install tflite-micro) "
+needs_micro = pytest.mark.skipif(not HAS_MICRO, reason="TFLite Micro's Python interpreter (the micro extra) "
                                                        "is not installed")
 FAST = dict(evaluate=False, calib_samples=24, bias_correction=False)  # the checks do not depend on these
 
@@ -242,6 +242,15 @@ def test_edgetpu_refuses_an_unsupported_op_naming_it(gelu_model, tiny_run, tmp_p
     out = tmp_path / "gelu-tpu.tflite"
     done = run_cli("convert", *gelu_args(gelu_model, tiny_run), "--target", "edgetpu", "--out", out)
     assert done.returncode == 1 and "the Edge TPU has no GELU" in done.stderr and not out.exists()
+    # QUANTIZE and the normalising DEPTHWISE_CONV_2D of the pixel interface, the CONV_2D, then GELU
+    assert re.search(r"map the first 3 of \d+ ops and run GELU and the \d+ after it on the CPU", done.stderr)
+
+
+def test_edgetpu_check_names_what_breaks_the_bundled_flip_tta_file():
+    model = (Path(__file__).resolve().parents[1] / "edgevision" / "models" / "cifar10-cnn.tflite").read_bytes()
+    broken = {f.rule: f.detail for f in targets.check_edgetpu(targets.static_batch(model)) if not f.ok}
+    assert "REVERSE_V2" in broken["operators"]  # the mirror
+    assert broken["op-limits"] == "MEAN over the batch axis"  # the average of the two views
 
 
 def test_edgetpu_check_names_a_batch_of_two(plain_int8):
