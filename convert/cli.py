@@ -74,8 +74,8 @@ _file = click.Path(dir_okay=False, path_type=Path)
                    "(2x the compute; only for classes that look the same mirrored).")
 @click.option("--target", type=click.Choice(TARGETS),
               help="A device class the file must suit, checked before it is written. micro: TFLite Micro's "
-                   "operators, full int8, one image per invoke; also writes MODEL.cc/.h (the bytes as g_model[], "
-                   "the arena TFLite Micro measured). edgetpu: what Coral's Edge TPU compiler accepts (full int8, "
+                   "operators, full int8, one image per invoke; also writes the C++ array beside the .tflite (.cc and .h: "
+                   "g_model[], the arena TFLite Micro measured). edgetpu: what Coral's Edge TPU compiler accepts (full int8, "
                    "uint8 I/O, static shapes, its operators); prints the compiler command to run.")
 @click.option("--npu", metavar="VENDOR:SOC",
               help="Also compile the file ahead of time for a vendor NPU with LiteRT's AOT tooling, e.g. "

@@ -105,8 +105,8 @@ def check_options(options) -> None:
         raise UsageError(f"unknown --target {target!r}; choose one of: {', '.join(TARGETS)}")
     what = "TFLite Micro" if target == MICRO else "the Edge TPU"
     if options.quant != "int8":
-        raise UsageError(f"--target {target} makes a full-integer int8 model ({what} runs no {options.quant}); "
-                         "drop --quant or give --quant int8")
+        raise UsageError(f"--target {target} makes a full-integer int8 model, what {what} runs, not "
+                         f"{options.quant}; drop --quant or give --quant int8")
     if options.tta:
         raise UsageError(f"--target {target} runs one image per invoke, and --tta {options.tta} makes a batch of "
                          f"two views, which {what} cannot run; drop --tta")
