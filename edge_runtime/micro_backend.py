@@ -33,7 +33,7 @@ DISTRIBUTION, MODULE = "tflite-micro", "tflite_micro.python.tflite_micro.runtime
 
 _MISSING_OP = re.compile(r"Didn't find op for builtin opcode '([^']+)'|Failed to get registration from op code (\S+)")
 _PREPARE = re.compile(r"Node (\S+) \(number (\d+)\) failed to prepare")
-_SHORT = re.compile(r"Failed to allocate (?:tail |head )?memory.*?missing:? (\d+)|Failed to allocate memory")
+_SHORT = re.compile(r"Failed to (?:allocate|resize)\b(?:.*?missing:? (\d+))?")
 _ARENA_TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
 # TFLite schema TensorType -> numpy dtype (the types TFLite Micro can hold).
 _TENSOR_TYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 6: np.bool_, 7: np.int16,
@@ -112,10 +112,11 @@ class MicroInterpreter:
                 with _native_stderr(lines):
                     return runtime.Interpreter.from_bytes(self._data, arena_size=size), size
             except (RuntimeError, ValueError) as e:
-                short = any(_SHORT.search(line) for line in lines)
+                short = [m for m in map(_SHORT.search, lines) if m]
                 if not short or fixed or size >= MAX_ARENA:
                     raise self._load_error(lines, e, size, fixed) from e
-                size *= 2
+                missing = max((int(m.group(1)) for m in short if m.group(1)), default=0)
+                size = max(2 * size, size + missing + missing // 4)  # jump past what it said was missing
 
     def _refuse_inner_batch(self) -> None:
         """Refuse, before TFLite Micro sees it, a graph that batches images inside (flip TTA's two views).
