@@ -125,12 +125,12 @@ def _plan(models: Sequence[str], *, threads: Tuple[int, ...], warmup: int, runs:
     outputs = Outputs(json_file=json_out, csv_file=csv_out, md_file=md_out, plot_file=plot_out,
                       profile_plot_file=profile_plot_out)
     _check_environment(settings)
+    if not remotes or also_local:
+        from edgevision.edge_runtime.delegates import as_delegate
+
+        as_delegate(delegate)  # a missing library fails now, not after the first model
     if not remotes:
         return BenchPlan(tuple(resolve_models(models, compare_tf=compare_tf)), settings), outputs
-    local_only = [name for name, on in (("--delegate", delegate), ("--arena-size", arena_size),
-                                        ("--profile", settings.profile), ("--accelerator", accelerator)) if on]
-    if local_only:  # the device command line does not carry them (benchmarks/remote.py)
-        raise UsageError(f"{local_only[0]} is not passed to --remote devices yet; run it on the device itself")
     from edgevision.benchmarks.fleet import parse_remotes
     from edgevision.benchmarks.remote import RemoteSettings
 

@@ -130,7 +130,22 @@ def bench_arguments(settings, remote_models: Sequence[str], e2e: Optional[str], 
             args += ["--eval-limit", str(settings.eval_limit)]
     if labels is not None:
         args += ["--labels", labels]
-    return args + ["--"] + list(remote_models)
+    return args + device_options(settings) + ["--"] + list(remote_models)
+
+
+def device_options(settings) -> List[str]:
+    """The options that shape the measurement itself, as the device's bench takes them. A --delegate library
+    is the device's: its path is the device's path, checked there."""
+    args = []
+    if settings.delegate:
+        args += ["--delegate", str(settings.delegate)]
+    if settings.arena_size:
+        args += ["--arena-size", str(settings.arena_size)]
+    if settings.profile:
+        args.append("--profile")
+    if settings.accelerator:
+        args += ["--accelerator", settings.accelerator]
+    return args
 
 
 def run_remote(target: str, specs, settings, ssh: RemoteSettings, progress: Optional[Callable[[str], None]] = None,

@@ -130,9 +130,10 @@ def backend_option() -> Callable:
 
 
 def _delegate(ctx, param, value):
-    from edgevision.edge_runtime.delegates import as_delegate  # light: ctypes and the standard library
+    # Parsed here; the library is checked where it is loaded (with bench --remote that is on the device).
+    from edgevision.edge_runtime.delegates import parse_delegate  # light: ctypes and the standard library
 
-    return as_delegate(value)
+    return parse_delegate(value)
 
 
 def delegate_option() -> Callable:

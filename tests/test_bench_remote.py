@@ -165,3 +165,19 @@ def test_remote_lists_are_parsed_once_in_order():
     for bad in (["pi@a,,pi@b"], ["pi@a:70000"]):
         with pytest.raises(UsageError):
             parse_remotes(bad)
+
+
+def test_measurement_options_reach_the_device(sshd, models, tmp_path):
+    """--profile and --delegate are the device's: its bench profiles, and its own loader judges the library."""
+    out = tmp_path / "profiled.json"
+    proc = run_cli("bench", models["tflite"], "--runs", "3", "--warmup", "1", "--profile", "--remote", sshd["target"],
+                   "--remote-command", REMOTE_COMMAND, *_ssh_args(sshd), "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["device"] == sshd["target"] and row["profile"]["by_type"], row.get("profile")
+    missing = "/nonexistent/libvendor_delegate.so"
+    proc = run_cli("bench", models["tflite"], "--runs", "3", "--warmup", "1", "--delegate", missing,
+                   "--remote", sshd["target"], "--remote-command", REMOTE_COMMAND, *_ssh_args(sshd))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert f"--delegate {missing}: no such file" in last, last
