@@ -150,3 +150,58 @@ def build_mobilenetv2(
     x = layers.Dense(num_classes, name="logits")(x)
     outputs = layers.Softmax(dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="edgevision_mobilenetv2"), base
+
+
+MICRO_MODEL_NAME = "edgevision_micro"
+
+
+@dataclass(frozen=True)
+class MicroConfig:
+    """The CNN's ResNet-9 shape cut to a microcontroller: about 128 K parameters, so the int8 file stays under
+    160 KiB of flash, and activations small enough for a 256 KiB TFLite Micro arena.
+
+    Parameters, not compute, are the budget on a microcontroller's flash, and they sit in the wide late layers:
+    so the early stages stay plain convolutions (cheap in weights at 16-64 channels), and the last stage's
+    residual pair, which would cost more than the rest of the net as plain 3x3 convs, is depthwise separable.
+    Every operator (conv, depthwise conv, add, max-pool, reduce-max, fully connected, softmax) is one TFLite
+    Micro has, and the net takes one image per invoke.
+    """
+
+    stem_width: int = 16
+    widths: Tuple[int, ...] = (32, 64, 104)
+    residual: Tuple[bool, ...] = (True, False, True)
+    separable: Tuple[bool, ...] = (False, False, True)  # the residual pair's convs, per stage
+    logit_scale: Optional[float] = 0.125  # as CNNConfig's; folded into the dense layer when saved
+
+    def __post_init__(self):
+        if not len(self.widths) == len(self.residual) == len(self.separable):
+            raise ValueError(f"MicroConfig: one residual and one separable flag per width expected, got "
+                             f"{self.residual} and {self.separable} for {self.widths}")
+
+
+def build_micro(num_classes: int, input_size: Tuple[int, int] = CNN_INPUT, config: MicroConfig = MicroConfig()):
+    import keras
+    from keras import layers
+
+    def conv_bn_relu(x, width, name, separable=False):
+        conv = layers.SeparableConv2D if separable else layers.Conv2D
+        x = conv(width, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        return layers.ReLU(name=f"{name}_relu")(x)
+
+    inputs = keras.Input(shape=(*input_size, 3), name="image")
+    x = conv_bn_relu(inputs, config.stem_width, "stem")
+    stages = zip(config.widths, config.residual, config.separable)
+    for i, (width, residual, separable) in enumerate(stages, start=1):
+        x = conv_bn_relu(x, width, f"stage{i}")
+        x = layers.MaxPooling2D(name=f"stage{i}_pool")(x)
+        if residual:
+            branch = conv_bn_relu(x, width, f"stage{i}_res1", separable)
+            branch = conv_bn_relu(branch, width, f"stage{i}_res2", separable)
+            x = layers.Add(name=f"stage{i}_add")([x, branch])
+    x = layers.GlobalMaxPooling2D(name="pool")(x)
+    x = layers.Dense(num_classes, name=LOGITS)(x)
+    if config.logit_scale is not None:
+        x = layers.Rescaling(config.logit_scale, name=LOGIT_SCALE)(x)
+    outputs = layers.Softmax(dtype="float32", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=MICRO_MODEL_NAME)

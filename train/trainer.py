@@ -37,7 +37,9 @@ from edgevision.train.recipe import check_optimizer_choice, class_weights, make_
 
 log = logging.getLogger(__name__)
 
-ARCHITECTURES = ("cnn", "mobilenetv2")
+ARCHITECTURES = ("cnn", "mobilenetv2", "micro")
+#: The 32x32 nets trained from scratch with one recipe (SGD, warm-up + cosine, a folded logit scale).
+SMALL_NETS = ("cnn", "micro")
 # Settings that may differ between an interrupted run and its resumption without changing the result.
 _RESUME_IGNORED = {"out", "resume", "verbose"}
 #: What "best" means for the checkpoint kept as the run's model.keras (a column of history.csv).
@@ -51,11 +53,11 @@ CUTOUT_FRACTION = 4
 #: Default decoupled weight decay per architecture (AdamW takes 1/100 of it, see `_compile`). MobileNetV2's is
 #: ten times the CNN's: it validated better at 0.05 than at 0.005 (benchmarks/results/findings.md,
 #: "Training").
-WEIGHT_DECAY = {"cnn": 5e-3, "mobilenetv2": 5e-2}
+WEIGHT_DECAY = {"cnn": 5e-3, "mobilenetv2": 5e-2, "micro": 5e-3}
 
 #: Default label smoothing per architecture. The residual CNN uses ResNet-9's 0.2; MobileNetV2 keeps the 0.1 its
 #: fine-tuning recipe was measured with.
-LABEL_SMOOTHING = {"cnn": 0.2, "mobilenetv2": 0.1}
+LABEL_SMOOTHING = {"cnn": 0.2, "mobilenetv2": 0.1, "micro": 0.1}
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,7 @@ def label_smoothing_for(settings: TrainSettings) -> float:
 
 
 def phases_for(settings: TrainSettings) -> List[Phase]:
-    if settings.arch == "cnn":
+    if settings.arch in SMALL_NETS:
         # SGD with Nesterov momentum and a warm-up + cosine schedule: the standard fast CIFAR recipe.
         lr = settings.learning_rate or 0.1 * settings.batch_size / 128
         return [Phase("train", 0, settings.epochs, lr, settings.optimizer or "sgd", warmup=True)]
@@ -354,6 +356,8 @@ def _build(settings: TrainSettings, num_classes: int, preprocess: PreprocessConf
 
     if settings.arch == "cnn":
         return arch.build_cnn(num_classes, preprocess.input_size)
+    if settings.arch == "micro":
+        return arch.build_micro(num_classes, preprocess.input_size)
     model, _ = arch.build_mobilenetv2(num_classes, settings.input_size, settings.alpha, settings.weights)
     return model
 
@@ -409,7 +413,7 @@ def _has_gpu() -> bool:
 def make_preprocess(settings: TrainSettings, x_train: np.ndarray) -> PreprocessConfig:
     from edgevision.train import architectures as arch
 
-    if settings.arch == "cnn":
+    if settings.arch in SMALL_NETS:
         mean, std = channel_stats(x_train, seed=settings.seed)
         return PreprocessConfig(input_size=arch.CNN_INPUT, color_order="RGB", mean=mean, std=std)
     return arch.mobilenet_preprocess(settings.input_size)
@@ -421,7 +425,7 @@ def _preprocess_for_loading(settings: TrainSettings, out: Path) -> PreprocessCon
 
     if (out / rd.PREPROCESS).is_file():
         return PreprocessConfig.load(out / rd.PREPROCESS)
-    if settings.arch == "cnn":
+    if settings.arch in SMALL_NETS:
         return PreprocessConfig(input_size=arch.CNN_INPUT)
     arch.check_mobilenet_size(settings.input_size)
     return arch.mobilenet_preprocess(settings.input_size)
@@ -623,7 +627,7 @@ def _save_best_and_last(plan: RunPlan, last, echo: Callable[[str], None]):
     if best and best["epoch"] != last_epoch:
         model = keras.models.load_model(out / rd.CHECKPOINTS / best["checkpoint"], safe_mode=True)
     for name, which in ((rd.LAST_MODEL, last), (rd.MODEL, model)):
-        if plan.settings.arch == "cnn":
+        if plan.settings.arch in SMALL_NETS:
             from edgevision.train.architectures import fold_logit_scale
 
             which = fold_logit_scale(which)  # checkpoints keep it (resuming trains on); the saved models need not
