@@ -15,18 +15,23 @@ from conftest import run_cli
 REMOTE_COMMAND = f"{sys.executable} -m edgevision.cli"
 
 
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    reason = sshd_unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    proc, ssh = start_sshd(tmp_path_factory.mktemp("sshd"))
+def _serve(folder):
+    """A loopback sshd for the module's tests, stopped after them."""
+    proc, ssh = start_sshd(folder)
     yield ssh
     proc.terminate()
     try:
         proc.wait(timeout=10)
     except Exception:
         proc.kill()
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    reason = sshd_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    yield from _serve(tmp_path_factory.mktemp("sshd"))
 
 
 @pytest.fixture(scope="module")
@@ -116,13 +121,7 @@ def test_a_hostile_file_name_runs_nothing_on_the_device(sshd, models, tmp_path):
 
 @pytest.fixture(scope="module")
 def second_sshd(sshd, tmp_path_factory):
-    proc, ssh = start_sshd(tmp_path_factory.mktemp("sshd2"))
-    yield ssh
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except Exception:
-        proc.kill()
+    yield from _serve(tmp_path_factory.mktemp("sshd2"))
 
 
 def test_a_fleet_runs_at_once_in_one_table_and_a_dead_host_is_marked(sshd, second_sshd, models, tmp_path):
