@@ -282,7 +282,7 @@ def write_profile_plot(rows: List[Dict[str, Any]], target) -> Optional[str]:
         import matplotlib.pyplot as plt
     except ImportError:
         return "--profile-plot skipped: matplotlib is not installed (pip install matplotlib)"
-    from edgevision.atomic import atomic_path
+    from edgevision.atomic import write_figure
 
     heights = [max(2.0, 0.35 * len(r["profile"]["by_type"]) + 1.2) for r in profiled]
     fig, axes = plt.subplots(len(profiled), 1, figsize=(9, sum(heights)), dpi=110, squeeze=False,
@@ -296,9 +296,5 @@ def write_profile_plot(rows: List[Dict[str, Any]], target) -> Optional[str]:
         ax.set_xlabel(f"mean ms per invoke ({row['profile']['clock']})")
         ax.set_title(f"{row.get('model')}, threads={row.get('threads')}", fontsize=10)
     fig.tight_layout()
-    try:
-        with atomic_path(target, ".png") as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
+    write_figure(target, fig)
     return None

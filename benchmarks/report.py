@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from edgevision.atomic import atomic_path, write_text
+from edgevision.atomic import write_figure, write_text
 from edgevision.errors import UsageError
 
 LATENCY_KEYS = ("mean", "p50", "p90", "p99", "min", "max", "std")
@@ -389,12 +389,7 @@ def write_plot(report: Dict[str, Any], target) -> Optional[str]:
     rows = [r for r in report.get("results", []) if not r.get("error") and _lat(r, "p50") is not None]
     if not rows:
         return "--plot skipped: there are no successful measurements to plot"
-    fig = plot_figure(plt, rows)
-    try:
-        with atomic_path(target, ".png") as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
+    write_figure(target, plot_figure(plt, rows))
     return None
 
 

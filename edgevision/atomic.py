@@ -139,6 +139,19 @@ def write_json(target: PathLike, obj, indent: int = 2) -> Path:
     return write_text(target, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
 
 
+def write_figure(target: PathLike, fig, **savefig_options) -> Path:
+    """A matplotlib figure as a PNG at `target`, atomically; the figure is closed either way (pyplot keeps every
+    open figure alive otherwise)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(target, ".png") as tmp:
+            fig.savefig(tmp, format="png", **savefig_options)
+    finally:
+        plt.close(fig)
+    return Path(target)
+
+
 def _fsync_file(path: Path) -> None:
     if not path.exists():
         return

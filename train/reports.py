@@ -72,10 +72,7 @@ def plot_confusion_matrix(path: Path, cm: np.ndarray, classes: Sequence[str]) ->
                 ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
                         color="white" if norm[i, j] > 0.5 else "black")
     fig.tight_layout()
-    with atomic.atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path
+    return atomic.write_figure(path, fig, dpi=110)
 
 
 def plot_curves(path: Path, history: List[Dict[str, float]]) -> Optional[Path]:
@@ -85,11 +82,7 @@ def plot_curves(path: Path, history: List[Dict[str, float]]) -> Optional[Path]:
     plt = _pyplot()
     if plt is None or not history:
         return None
-    fig = curves_figure(plt, history)
-    with atomic.atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path
+    return atomic.write_figure(path, curves_figure(plt, history), dpi=110)
 
 
 def curves_figure(plt, history: List[Dict[str, float]]):
