@@ -351,6 +351,19 @@ def test_compare_tf_times_keras_beside_the_tflite(tiny):
         assert r["latency_ms"]["p50"] > 0 and r["runs"] == 5 and r["peak_rss_mb"] > 0
 
 
+def test_compare_tf_refuses_a_keras_model_that_carries_code(tmp_path):
+    """--compare-tf loads the Keras model: it goes through the same Lambda check as convert and predict."""
+    import keras
+
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Lambda(lambda x: x * 2.0),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, activation="softmax")])
+    model.save(tmp_path / "lambda.keras")
+    proc = run_cli("bench", tmp_path / "lambda.keras", "--runs", "2", "--warmup", "0", "--compare-tf", "--json", "-")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    rows = json.loads(proc.stdout)["results"]
+    assert rows and all("Lambda layer" in (r["error"] or "") for r in rows), [r["error"] for r in rows]
+
+
 def test_peak_memory_is_the_childs_own_not_the_parents(tiny):
     """ru_maxrss survives exec, so a child of a big parent used to report the parent's peak."""
     import tensorflow  # noqa: F401  (makes this pytest process big, as a parent that imported TF/OpenCV is)
