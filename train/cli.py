@@ -9,6 +9,7 @@ from edgevision.options import seed_option
 # No TensorFlow or Keras behind this import: the defaults below are read from the settings dataclass, the one
 # place they are written down.
 from edgevision.train.recipe import DEFAULT_MOMENTUM, LR_SCHEDULES, OPTIMIZERS
+from edgevision.train.streaming import BUDGET_ENV, CACHE_MODES
 from edgevision.train.trainer import CUTOUT_FRACTION, LABEL_SMOOTHING, WEIGHT_DECAY, TrainSettings
 
 
@@ -60,10 +61,32 @@ def _common(f):
                      help="Use at most N images per class (quick experiments and tests)."),
         click.option("--resume", is_flag=True,
                      help="Require a checkpoint to continue from (re-running the same command resumes anyway)."),
+        *_scale_options(),
     ]
     for option in reversed(options):
         f = option(f)
     return f
+
+
+def _scale_options():
+    """Data larger than memory, several devices, several hosts (edgevision.train.streaming, .distributed)."""
+    return [
+        click.option("--cache", type=click.Choice(CACHE_MODES), default=TrainSettings.cache, show_default=True,
+                     help="Where the prepared images are kept: memory; disk (a cache file in the run directory); "
+                          "none (decoded again every epoch); auto: memory when it fits the memory budget, else disk."),
+        click.option("--memory-budget", metavar="SIZE", default=None,
+                     help=f"Memory the cached images may take, e.g. 4G [default: ${BUDGET_ENV}, else half of the "
+                          "memory available]."),
+        click.option("--devices", metavar="N|all", default=None,
+                     help="Devices per host to train on, data parallel; --batch-size is the global batch "
+                          "[default: every GPU when there are several, else one device]."),
+        click.option("--coordinator", metavar="HOST:PORT", default=None, envvar="EDGEVISION_COORDINATOR",
+                     help="Several hosts (JAX backend): host 0's address, the same on every host."),
+        click.option("--num-hosts", type=click.IntRange(min=1), default=None, envvar="EDGEVISION_NUM_HOSTS",
+                     help="Several hosts: how many take part."),
+        click.option("--host-index", type=click.IntRange(min=0), default=None, envvar="EDGEVISION_HOST_INDEX",
+                     help="Several hosts: this one's index, 0 to N-1; host 0 writes the run directory."),
+    ]
 
 
 @click.group()
@@ -140,6 +163,9 @@ def _run(arch: str, kwargs: dict, default_epochs: int, default_batch: int) -> No
     # lines that are not known noise are replayed afterwards.
     with quiet_native_stderr():
         result, epochs = _train(arch, kwargs, default_epochs, default_batch)
+    if not result.wrote:
+        click.echo(f"done: {epochs} epochs; host 0 wrote the run directory")
+        return
     click.echo(
         f"done: validation accuracy {result.val_accuracy * 100:.2f}% after {epochs} epochs "
         f"({result.seconds / 60:.1f} min); run directory {result.path}"

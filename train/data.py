@@ -301,6 +301,23 @@ def load_split(
     return _in_memory(draw_split(spec, preprocess), spec)
 
 
+def count_images(spec: SplitSpec) -> Tuple[int, int]:
+    """(training, validation) image counts of `spec` before decoding anything (files listed, not read; a file
+    that turns out undecodable is still counted): what choosing between memory and disk goes by."""
+    if spec.data == CIFAR10:
+        total = 50000 if not spec.limit_per_class else len(CIFAR10_CLASSES) * min(5000, spec.limit_per_class)
+        classes = CIFAR10_CLASSES
+    else:
+        folder = scan_image_folder(spec.data)
+        counts = np.bincount(folder.labels, minlength=len(folder.classes))
+        total = int(np.minimum(counts, spec.limit_per_class).sum() if spec.limit_per_class else counts.sum())
+        classes = folder.classes
+    if spec.val_data:
+        return total, len(scan_image_folder(spec.val_data, classes=classes))
+    val = int(round(total * spec.val_fraction))
+    return total - val, val
+
+
 def _in_memory(split: Split, spec: SplitSpec) -> SplitData:
     return SplitData(split.train.all_pixels(), split.train.labels, split.val.all_pixels(), split.val.labels,
                      split.classes, spec.record(), split.skipped)
@@ -380,15 +397,23 @@ def loader_threads() -> int:
 class BatchPlan:
     """The batches of one epoch, in numpy: a pure function of (seed, epoch, index), whatever asks for them."""
 
-    def __init__(self, x: np.ndarray, targets: np.ndarray, preprocess: PreprocessConfig, batch_size: int,
-                 seed: int, augment: Optional[Augmentation] = None, shuffle: bool = True):
+    def __init__(self, x, targets: np.ndarray, preprocess: PreprocessConfig, batch_size: int,
+                 seed: int, augment: Optional[Augmentation] = None, shuffle: bool = True,
+                 shard: Tuple[int, int] = (0, 1), multiple: int = 1):
+        """`x`: uint8 images, an array or an array-like that reads them on demand (`streaming.PixelSource`).
+        `shard` (index, count): this process keeps its share of every batch, the rest go to the other
+        processes of a multi-host run. `multiple`: every batch is cut to a multiple of this (the device count,
+        which must split each batch evenly), which can only shorten the last batch of an epoch."""
         self.x, self.targets, self.preprocess = x, targets, preprocess
         self.batch_size, self.seed, self.augment, self.shuffle = batch_size, seed, augment, shuffle
+        self.shard, self.multiple = shard, multiple
         # Cutout fills with the normalisation mean, so a blanked square becomes zero after normalize():
         # "no information" to the network, not a black patch with its own statistics.
         self.blank = np.clip(np.rint(preprocess.mean), 0, 255).astype(x.dtype)
         p = augment.pad if augment else 0
-        self.padded = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect") if p else None
+        # In memory, the padded copy is made once; a streamed source pads each batch as it is read (the same
+        # reflection of the same pixels, so the same crops).
+        self.padded = np.pad(x, _pad_widths(p), mode="reflect") if p and isinstance(x, np.ndarray) else None
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -397,13 +422,19 @@ class BatchPlan:
         self.order = np.arange(len(self.x)) if shuffled is None else shuffled
 
     def __len__(self) -> int:
-        return math.ceil(len(self.x) / self.batch_size)
+        last = len(self.x) % self.batch_size
+        return len(self.x) // self.batch_size + (1 if last - last % self.multiple else 0)
 
     def batch(self, i: int) -> Tuple[np.ndarray, np.ndarray]:
         idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+        idx = idx[: len(idx) - len(idx) % self.multiple]
         rng = np.random.default_rng([self.seed, self.epoch, i])
         pixels = self._augmented(idx, rng) if self.augment else self.x[idx]
-        return normalize(pixels, self.preprocess), self.targets[idx]
+        # Each process prepares the whole global batch (the random draws are made for all of it) and keeps
+        # its share, so the processes together train on exactly the batches one process would.
+        index, count = self.shard
+        share = slice(index * len(idx) // count, (index + 1) * len(idx) // count)
+        return normalize(pixels[share], self.preprocess), self.targets[idx][share]
 
     def _augmented(self, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         # The draws happen in a fixed order (crop, flip, [rotate/zoom, jitter], cutout, [erase]): changing it
@@ -426,6 +457,9 @@ class BatchPlan:
     def _cropped(self, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         h, w = self.x.shape[1:3]
         dy, dx = rng.integers(0, 2 * self.augment.pad + 1, size=(2, len(idx)))
+        if self.padded is None:
+            padded = np.pad(self.x[idx], _pad_widths(self.augment.pad), mode="reflect")
+            return np.stack([padded[k, a : a + h, b : b + w] for k, (a, b) in enumerate(zip(dy, dx))])
         return np.stack([self.padded[j, a : a + h, b : b + w] for j, a, b in zip(idx, dy, dx)])
 
     def _cut_out(self, batch: np.ndarray, rng: np.random.Generator) -> None:
@@ -435,6 +469,10 @@ class BatchPlan:
         for k in range(n):
             top, left = max(0, cy[k] - half), max(0, cx[k] - half)
             batch[k, top : cy[k] + half, left : cx[k] + half] = self.blank
+
+
+def _pad_widths(pad: int):
+    return ((0, 0), (pad, pad), (pad, pad), (0, 0))
 
 
 def rotate_and_zoom(batch: np.ndarray, rng: np.random.Generator, degrees: float, zoom: float) -> np.ndarray:
@@ -495,22 +533,35 @@ def make_batches(
     augment: Optional[Augmentation] = None,
     shuffle: bool = True,
     num_classes: Optional[int] = None,
+    shard: Tuple[int, int] = (0, 1),
+    multiple: int = 1,
 ):
-    """A keras.utils.PyDataset over the cached uint8 arrays (works on every Keras backend).
+    """A keras.utils.PyDataset over the uint8 images (works on every Keras backend): cached arrays, or a
+    streamed source, which gets worker threads reading ahead (see `streamed_workers`).
 
     Targets are one-hot float32 when `num_classes` is given (label smoothing needs them), else integers.
+    `shard` and `multiple`: see BatchPlan.
     """
     targets = np.eye(num_classes, dtype=np.float32)[y] if num_classes else y
-    return _keras_batches(BatchPlan(x, targets, preprocess, batch_size, seed, augment, shuffle))
+    plan = BatchPlan(x, targets, preprocess, batch_size, seed, augment, shuffle, shard, multiple)
+    workers = loader_threads() if isinstance(x, np.ndarray) else streamed_workers()
+    return _keras_batches(plan, workers)
 
 
-def _keras_batches(plan: BatchPlan):
+def streamed_workers() -> int:
+    """Threads reading a streamed source ahead of the training step. Decoding and positioned reads release
+    the GIL, so even a small CPU gains from overlapping them with the step; each holds at most two batches."""
+    return max(2, loader_threads())
+
+
+def _keras_batches(plan: BatchPlan, workers: int):
     """The plan as Keras reads it; Keras is imported only here, so this module loads without it."""
     import keras
 
     class Batches(keras.utils.PyDataset):
         def __init__(self):
-            super().__init__(workers=loader_threads(), use_multiprocessing=False)
+            # A bounded queue: prepared float32 batches are four times the size of their uint8 pixels.
+            super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=2 * workers)
             self.plan = plan
 
         def set_epoch(self, epoch: int):
@@ -531,6 +582,6 @@ def _keras_batches(plan: BatchPlan):
 def channel_stats(x: np.ndarray, sample: int = 10000, seed: int = 0) -> Tuple[Sequence[float], Sequence[float]]:
     """Per-channel mean and std (pixel units) of uint8 images, on a sample: the normalisation for a new model."""
     rng = np.random.default_rng(seed)
-    pick = x if len(x) <= sample else x[rng.choice(len(x), sample, replace=False)]
+    pick = x[:] if len(x) <= sample else x[rng.choice(len(x), sample, replace=False)]  # [:]: a source reads
     flat = pick.reshape(-1, pick.shape[-1]).astype(np.float64)
     return tuple(np.round(flat.mean(0), 2)), tuple(np.round(np.maximum(flat.std(0), 1e-3), 2))

@@ -12,7 +12,6 @@ function of (seed, epoch, batch), so the resumed run matches an uninterrupted on
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -29,9 +28,10 @@ import numpy as np
 from edgevision import __version__, atomic
 from edgevision.edge_runtime.preprocess import PreprocessConfig
 from edgevision.errors import ModelError, UsageError
+from edgevision.train import distributed, streaming
 from edgevision.train import run_dir as rd
-from edgevision.train.data import (Augmentation, SplitData, channel_stats, check_augmentation, load_split,
-                                   make_batches)
+from edgevision.train.data import (Augmentation, SplitData, SplitSpec, channel_stats, check_augmentation,
+                                   count_images, load_split, make_batches)
 from edgevision.train.progress import keras_verbose
 from edgevision.train.recipe import check_optimizer_choice, class_weights, make_optimizer, momentum_for, schedule
 
@@ -41,7 +41,10 @@ ARCHITECTURES = ("cnn", "mobilenetv2", "micro")
 #: The 32x32 nets trained from scratch with one recipe (SGD, warm-up + cosine, a folded logit scale).
 SMALL_NETS = ("cnn", "micro")
 # Settings that may differ between an interrupted run and its resumption without changing the result.
-_RESUME_IGNORED = {"out", "resume", "verbose"}
+# Where the images are held and how many devices share the work do not change the batches either (each device
+# count cuts at most the last batch of an epoch, see distributed.Cluster.batch_multiple).
+_RESUME_IGNORED = {"out", "resume", "verbose", "cache", "memory_budget", "devices", "coordinator", "num_hosts",
+                   "host_index"}
 #: What "best" means for the checkpoint kept as the run's model.keras (a column of history.csv).
 BEST_MONITOR = "val_accuracy"
 
@@ -95,6 +98,14 @@ class TrainSettings:
     zoom: float = 0.0  # random scale in [1 - zoom, 1 + zoom]
     color_jitter: float = 0.0  # brightness, contrast and saturation each scaled in [1 - j, 1 + j]
     random_erasing: float = 0.0  # probability of erasing a random rectangle with noise
+    # Where the data lives and what trains it (edgevision.train.streaming, .distributed); none of them changes
+    # what is trained on, so a resumed run may set them differently.
+    cache: str = "auto"  # auto | memory | disk | none
+    memory_budget: Optional[str] = None  # e.g. "4G"; None: EDGEVISION_MEMORY_BUDGET, else half the available memory
+    devices: Optional[str] = None  # a count per host or "all"; None: every GPU when there are several
+    coordinator: Optional[str] = None  # HOST:PORT of host 0, for several hosts (JAX)
+    num_hosts: Optional[int] = None
+    host_index: Optional[int] = None
 
     def __post_init__(self):
         if self.arch not in ARCHITECTURES:
@@ -115,6 +126,10 @@ class TrainSettings:
             raise UsageError(f"--head-epochs must be between 0 and --epochs ({self.epochs}), got {self.head_epochs}")
         check_optimizer_choice(self.optimizer, self.momentum, self.weight_decay, self.lr_schedule)
         check_augmentation(self.rotation, self.zoom, self.color_jitter, self.random_erasing)
+        streaming.check_cache_mode(self.cache)
+        if self.memory_budget is not None:
+            streaming.parse_bytes(self.memory_budget)
+        distributed.check_devices_option(self.devices)
 
 
 @dataclass(frozen=True)
@@ -134,6 +149,7 @@ class RunResult:
     epochs_run: int
     resumed_from: int
     seconds: float
+    wrote: bool = True  # False on the hosts of a multi-host run other than host 0, which writes the run directory
 
 
 def cutout_for(settings: TrainSettings, side: int) -> int:
@@ -178,7 +194,7 @@ def read_checkpoint_state(out: Path) -> Optional[dict]:
     if not path.is_file():
         return None
     try:
-        state = json.loads(path.read_text())
+        state = rd.read_record(path, "checkpoint state")
     except json.JSONDecodeError:
         return None  # cannot happen with atomic writes; start over rather than crash
     if not (out / rd.CHECKPOINTS / state.get("checkpoint", "")).is_file():
@@ -258,12 +274,16 @@ def remove_stale_temporaries(out: Path) -> None:
 
 
 def _epoch_callback(out: Path, phase: Phase, history: List[dict], started: float, elapsed_before: float,
-                    tracker: dict):
-    """Checkpoints every epoch; `tracker["best"]` carries the best epoch so far across phases."""
+                    tracker: dict, writer: bool = True):
+    """Checkpoints every epoch; `tracker["best"]` carries the best epoch so far across phases. A process that
+    does not write the run directory (`writer` False) only takes part in gathering the weights."""
     import keras
 
     class EpochCheckpoint(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
+            if not writer:
+                distributed.save_elsewhere(self.model)
+                return
             row = {"epoch": epoch + 1, "phase": phase.name}
             row.update({k: float(v) for k, v in (logs or {}).items()})
             lr = self.model.optimizer.learning_rate
@@ -362,25 +382,6 @@ def _build(settings: TrainSettings, num_classes: int, preprocess: PreprocessConf
     return model
 
 
-def _distribution_scope():
-    """Several GPUs: use the framework's own data parallelism; otherwise nothing to do."""
-    import keras
-
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        gpus = [d for d in jax.devices() if d.platform == "gpu"]
-        if len(gpus) > 1:
-            keras.distribution.set_distribution(keras.distribution.DataParallel(devices=gpus))
-    elif backend == "tensorflow":
-        import tensorflow as tf  # the one TensorFlow-specific line: MirroredStrategy has no Keras 3 equivalent
-
-        if len(tf.config.list_physical_devices("GPU")) > 1:
-            return tf.distribute.MirroredStrategy().scope()
-    return contextlib.nullcontext()
-
-
 def _configure_precision(settings: TrainSettings) -> str:
     import keras
 
@@ -465,6 +466,8 @@ class RunPlan:
     preprocess: PreprocessConfig
     record: dict  # run.json, completed with the results at the end
     class_weight: Optional[dict] = None  # {class index: loss weight} for fit(); None: unweighted
+    cluster: distributed.Cluster = distributed.Cluster()  # this process among the devices and hosts training
+    cache_dir: Optional[Path] = None  # the disk cache of the images (cache "disk"), removed when the run completes
 
     @property
     def resumed_from(self) -> int:
@@ -481,11 +484,23 @@ def train(settings: TrainSettings, echo: Callable[[str], None] = log.info, verbo
     Shaped as plan, run, report: `plan_run` settles the data and writes what a resume needs, `run_phases`
     trains what is left of each phase, `finish_run` writes the model and its reports from the results.
     """
+    distributed.start_hosts(settings.coordinator, settings.num_hosts, settings.host_index)
     plan = plan_run(settings, echo)
     started = time.time()
     history = list(plan.state["history"]) if plan.state else []
     model = run_phases(plan, history, started, echo, keras_verbose(verbose))
+    if not plan.cluster.writer:  # host 0 writes the model and the reports
+        _remove_scratch_cache(plan)
+        return RunResult(plan.out, math.nan, settings.epochs - plan.resumed_from, plan.resumed_from,
+                         time.time() - started, wrote=False)
     return finish_run(plan, model, history, started, echo)
+
+
+def _remove_scratch_cache(plan: RunPlan) -> None:
+    if plan.cache_dir is not None:
+        import shutil
+
+        shutil.rmtree(plan.cache_dir, ignore_errors=True)
 
 
 def plan_run(settings: TrainSettings, echo: Callable[[str], None]) -> RunPlan:
@@ -497,31 +512,62 @@ def plan_run(settings: TrainSettings, echo: Callable[[str], None]) -> RunPlan:
     state = read_checkpoint_state(out)
     keras.utils.set_random_seed(settings.seed)
     policy = _configure_precision(settings)
-    split = _load_data(settings, out, echo)
+    cluster = distributed.plan_devices(settings.devices, settings.batch_size)
+    distributed.check_same_start(cluster, state["epoch"] if state else 0)
+    cache_dir = out / streaming.CACHE_DIR if cluster.writer else distributed.scratch_cache_dir()
+    split, cache = _load_data(settings, out, echo, cache_dir)
     preprocess = PreprocessConfig.load(out / rd.PREPROCESS) if state else make_preprocess(settings, split.x_train)
-    out.mkdir(parents=True, exist_ok=True)
-    preprocess.save(out / rd.PREPROCESS)
-    atomic.write_text(out / rd.LABELS, "\n".join(split.classes) + "\n")
     weights = class_weights(settings.class_weight, split.classes, split.y_train)
     record = _run_record(settings, policy, split)
     record["class_weight"] = {c: weights[i] for i, c in enumerate(split.classes)} if weights else None
-    atomic.write_json(out / rd.RUN, record)
-    return RunPlan(settings, out, state, split, preprocess, record, weights)
+    record["data_path"] = cache
+    record["devices"] = {"count": cluster.devices, "hosts": cluster.process_count, "global_batch": settings.batch_size}
+    if cluster.devices > 1:
+        echo(f"devices: {cluster.devices} on {cluster.process_count} host(s), global batch {settings.batch_size}")
+    if cluster.writer:
+        out.mkdir(parents=True, exist_ok=True)
+        preprocess.save(out / rd.PREPROCESS)
+        atomic.write_text(out / rd.LABELS, "\n".join(split.classes) + "\n")
+        atomic.write_json(out / rd.RUN, record)
+    return RunPlan(settings, out, state, split, preprocess, record, weights, cluster,
+                   cache_dir if cache != "memory" else None)
 
 
-def _load_data(settings: TrainSettings, out: Path, echo: Callable[[str], None]) -> SplitData:
+def _load_data(settings: TrainSettings, out: Path, echo: Callable[[str], None], cache_dir: Path):
+    """(the split, the data path it took: memory, disk or none; see edgevision.train.streaming)."""
     started = time.time()
-    split = load_split(
-        settings.data, _preprocess_for_loading(settings, out), settings.val_split, settings.seed,
-        settings.val_data, settings.limit_per_class,
-    )
+    preprocess = _preprocess_for_loading(settings, out)
+    spec = SplitSpec(settings.data, settings.val_data, settings.val_split, settings.seed, settings.limit_per_class)
+    cache = _choose_cache(settings, spec, preprocess, cache_dir, echo)
+    if cache == "memory":
+        split = load_split(settings.data, preprocess, settings.val_split, settings.seed, settings.val_data,
+                           settings.limit_per_class)
+    else:
+        split = streaming.streamed_split(spec, preprocess, cache, cache_dir)
     for warning in split.skipped:
         echo(f"warning: {warning}")
     echo(
         f"data: {len(split.x_train)} training and {len(split.x_val)} validation images, "
         f"{len(split.classes)} classes, loaded in {time.time() - started:.1f}s"
     )
-    return split
+    return split, cache
+
+
+def _choose_cache(settings: TrainSettings, spec: SplitSpec, preprocess: PreprocessConfig, cache_dir: Path,
+                  echo: Callable[[str], None]) -> str:
+    """memory, disk or none: as asked, or (auto) by whether the cached images fit the memory budget."""
+    if settings.cache != "auto":
+        return settings.cache
+    n_train, n_val = count_images(spec)
+    side = tuple(preprocess.input_size)
+    needed = streaming.memory_needed(n_train, n_val, side, augmentation_for(settings, side[0]).pad)
+    budget = streaming.memory_budget(settings.memory_budget)
+    on_disk = streaming.memory_needed(n_train, n_val, side, 0)
+    cache = streaming.choose_cache("auto", needed, budget, streaming.free_disk(cache_dir), on_disk)
+    if cache != "memory":
+        echo(f"data: the images need {needed / 2**20:.0f} MiB in memory, over the budget of {budget / 2**20:.0f} MiB: "
+             f"{'reading them from a cache file in ' + str(cache_dir) if cache == 'disk' else 'decoding them per batch'}")
+    return cache
 
 
 def augmentation_for(settings: TrainSettings, side: int) -> Augmentation:
@@ -568,7 +614,7 @@ def run_phases(plan: RunPlan, history: List[dict], started: float, echo: Callabl
         echo(f"resuming after epoch {done} (phase {state['phase']}) from {out / rd.CHECKPOINTS / state['checkpoint']}")
     model = None
     tracker = {"best": state.get("best") if state else None}
-    with _distribution_scope():
+    with distributed.distribution_scope(plan.cluster, settings.devices):
         if state:
             model = keras.models.load_model(out / rd.CHECKPOINTS / state["checkpoint"], safe_mode=True)
         for phase in phases_for(settings):
@@ -576,22 +622,38 @@ def run_phases(plan: RunPlan, history: List[dict], started: float, echo: Callabl
                 continue
             if model is None:
                 model = _build(settings, len(plan.split.classes), plan.preprocess)
-            callback = _epoch_callback(out, phase, history, started, plan.elapsed_before, tracker)
+            callback = _epoch_callback(out, phase, history, started, plan.elapsed_before, tracker, plan.cluster.writer)
             _fit_phase(model, phase, plan, state, done, batches, callback, echo, verbose)
             done = phase.end
             state = None  # later phases start fresh (new trainable set, new optimizer)
         if model is None:  # everything was already done: only the final outputs may be missing
             ckpt = read_checkpoint_state(out)
             model = keras.models.load_model(out / rd.CHECKPOINTS / ckpt["checkpoint"], safe_mode=True)
-    return model
+    return _off_the_devices(plan, model)
+
+
+def _off_the_devices(plan: RunPlan, model):
+    """After data-parallel training on JAX, host 0 scores and saves a copy of the last checkpoint on one device
+    (the trained variables span every device and host; the other hosts are done)."""
+    import keras
+
+    if plan.cluster.backend != "jax" or plan.cluster.devices <= 1:
+        return model
+    distributed.end_distribution(plan.cluster)
+    if not plan.cluster.writer:
+        return None
+    ckpt = read_checkpoint_state(plan.out)
+    return keras.models.load_model(plan.out / rd.CHECKPOINTS / ckpt["checkpoint"], safe_mode=True)
 
 
 def _train_and_val_batches(plan: RunPlan):
-    s, split, pre = plan.settings, plan.split, plan.preprocess
+    s, split, pre, cluster = plan.settings, plan.split, plan.preprocess, plan.cluster
     num_classes, side = len(split.classes), split.x_train.shape[1]
+    spread = {"shard": (cluster.process_index, cluster.process_count), "multiple": cluster.batch_multiple}
     train = make_batches(split.x_train, split.y_train, pre, s.batch_size, s.seed, augmentation_for(s, side), True,
-                         num_classes)
-    val = make_batches(split.x_val, split.y_val, pre, max(256, s.batch_size), s.seed, None, False, num_classes)
+                         num_classes, **spread)
+    val_batch = -(-max(256, s.batch_size) // cluster.batch_multiple) * cluster.batch_multiple
+    val = make_batches(split.x_val, split.y_val, pre, val_batch, s.seed, None, False, num_classes, **spread)
     return train, val
 
 
@@ -646,7 +708,6 @@ def _save_best_and_last(plan: RunPlan, last, echo: Callable[[str], None]):
 
 def finish_run(plan: RunPlan, model, history: List[dict], started: float, echo: Callable[[str], None]) -> RunResult:
     """Save the final model, score it on the validation split, and complete run.json with the results."""
-    from edgevision.edge_runtime.evaluation import predict_arrays
     from edgevision.convert.keras_predictor import KerasPredictor
     from edgevision.train.reports import plot_curves, write_classification_reports, write_history_csv
 
@@ -654,7 +715,7 @@ def finish_run(plan: RunPlan, model, history: List[dict], started: float, echo: 
     model, plan.record["checkpoint"] = _save_best_and_last(plan, model, echo)
     # Scored by the engine behind `edgevision evaluate`, with its probability and top-1 rules.
     validation = KerasPredictor(model, list(split.classes), plan.preprocess, batch_size=256)
-    probs = predict_arrays(validation, split.x_val, batch_size=len(split.x_val) or 1)
+    probs = _predict_all(validation, split.x_val)
     total_seconds = plan.elapsed_before + time.time() - started
     report = write_classification_reports(
         out, split.y_val, probs, split.classes, extra={"eval_set": "validation split", "model": rd.MODEL}
@@ -672,4 +733,16 @@ def finish_run(plan: RunPlan, model, history: List[dict], started: float, echo: 
         parameters=int(model.count_params()),
     )
     atomic.write_json(out / rd.RUN, plan.record)
+    streaming.remove_cache(out)
     return RunResult(out, report["accuracy"], settings.epochs - plan.resumed_from, plan.resumed_from, total_seconds)
+
+
+def _predict_all(predictor, x) -> np.ndarray:
+    """Probabilities of every image of `x`, an array or a streamed source (read a chunk at a time; chunks are
+    a multiple of the predictor's batch, so the model sees the same batches either way)."""
+    from edgevision.edge_runtime.evaluation import predict_arrays
+
+    if isinstance(x, np.ndarray):
+        return predict_arrays(predictor, x, batch_size=len(x) or 1)
+    step = 4 * predictor.batch_size
+    return np.concatenate([predict_arrays(predictor, x[s : s + step], batch_size=step) for s in range(0, len(x), step)])
