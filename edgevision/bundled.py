@@ -17,11 +17,12 @@ BUNDLED = {
     "imagenet-mobilenetv2": "imagenet-mobilenetv2.tflite",  # the general model first: the page lists them so
     "cifar10-mobilenetv2": "cifar10-mobilenetv2.tflite",
     "cifar10-cnn": "cifar10-cnn.tflite",
+    "cifar10-micro": "cifar10-micro.tflite",  # for microcontrollers: TensorFlow Lite Micro, 160 KiB of flash
 }
 #: The general model (1000 ImageNet classes): the default for live sources, the page and the demo.
 DEFAULT_MODEL = "imagenet-mobilenetv2"
 #: The CIFAR-10 models (10 classes, small inputs), one option away: `--model cifar10-cnn`.
-CIFAR10_MODELS = ("cifar10-mobilenetv2", "cifar10-cnn")
+CIFAR10_MODELS = ("cifar10-mobilenetv2", "cifar10-cnn", "cifar10-micro")
 
 
 @dataclass(frozen=True)

@@ -177,9 +177,104 @@ def measurement_lines(name: str, run: dict, meta: dict, seeds: int) -> list:
     ]
 
 
+#: A microcontroller model's budgets (issue 21): flash for the file, RAM for TensorFlow Lite Micro's arena.
+MICRO_FLASH, MICRO_ARENA = 160 * 1024, 256 * 1024
+
+
+def micro_arena_used(interpreter) -> int:
+    """The bytes TensorFlow Lite Micro's recording allocator says the model took of its arena. It only prints
+    the figure (to the process's stderr, from C++), so stderr is caught at the descriptor for that one call."""
+    import os
+    import re
+    import tempfile
+
+    with tempfile.TemporaryFile() as caught:
+        saved = os.dup(2)
+        os.dup2(caught.fileno(), 2)
+        try:
+            interpreter.print_allocations()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        caught.seek(0)
+        text = caught.read().decode(errors="replace")
+    found = re.search(r"Arena allocation total (\d+) bytes", text)
+    if not found:
+        raise RuntimeError(f"TensorFlow Lite Micro printed no arena total: {text[:200]!r}")
+    return int(found.group(1))
+
+
+def micro_figures(data: bytes, images, labels) -> dict:
+    """TensorFlow Lite Micro's interpreter on the file, in the arena budget: the arena it measured, and its
+    top-1 on `images` (uint8 RGB at the input size) against the true `labels` and against LiteRT's."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+    from tflite_micro.python.tflite_micro import runtime
+
+    micro = runtime.Interpreter.from_bytes(data, arena_size=MICRO_ARENA)
+    litert = Interpreter(model_content=data, num_threads=1)
+    litert.allocate_tensors()
+    inp, out = litert.get_input_details()[0]["index"], litert.get_output_details()[0]["index"]
+    micro_top1, litert_top1, seconds = [], [], {"micro": [], "litert": []}
+    for image in images:
+        micro.set_input(image[None], 0)
+        seconds["micro"].append(_timed(micro.invoke))
+        micro_top1.append(int(np.argmax(micro.get_output(0))))
+        litert.set_tensor(inp, image[None])
+        seconds["litert"].append(_timed(litert.invoke))
+        litert_top1.append(int(np.argmax(litert.get_tensor(out))))
+    micro_top1, litert_top1 = np.array(micro_top1), np.array(litert_top1)
+    p50 = {f"p50_ms_{k}": float(np.median(v) * 1000) for k, v in seconds.items()}
+    ops = sorted({op["op_name"] for op in litert._get_ops_details()} - {"DELEGATE"})
+    return {"operators": ops, "flash_bytes": len(data), "arena_bytes": micro_arena_used(micro), "arena_budget": MICRO_ARENA,
+            "images": len(images), "accuracy_micro": float(np.mean(micro_top1 == labels)),
+            "accuracy_litert": float(np.mean(litert_top1 == labels)),
+            "agreement": float(np.mean(micro_top1 == litert_top1)), **p50}
+
+
+def _timed(call) -> float:
+    import time
+
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def micro_section(run_dir: Path, data: bytes) -> list:
+    """`micro_lines` for the file, measured on the run's validation split (redrawn as training drew it)."""
+    from edgevision.train.data import validation_arrays
+
+    images, labels = validation_arrays(run_dir)
+    figures = micro_figures(data, images, labels)
+    atomic.write_json(run_dir / "micro.json", figures)
+    return micro_lines(figures)
+
+
+def micro_lines(fig: dict) -> list:
+    """The card's microcontroller section, from `micro_figures` (measured, not typed in)."""
+    return [
+        "## On a microcontroller (TensorFlow Lite Micro)",
+        "",
+        f"- Flash: the file is {fig['flash_bytes']:,} bytes ({fig['flash_bytes'] / 1024:.1f} KiB; the budget is "
+        f"{MICRO_FLASH // 1024} KiB), weights, graph and metadata together",
+        f"- RAM: TensorFlow Lite Micro's arena measured {fig['arena_bytes']:,} bytes "
+        f"({fig['arena_bytes'] / 1024:.1f} KiB) for one invoke, opened in a {fig['arena_budget'] // 1024} KiB "
+        "arena; a firmware adds its own stack, the input image and the interpreter object",
+        f"- The same file in TensorFlow Lite Micro's interpreter (its reference kernels, as on a Cortex-M without "
+        f"CMSIS-NN) and in LiteRT, on the {fig['images']:,} validation images: top-1 {_pct(fig['accuracy_micro'])} "
+        f"and {_pct(fig['accuracy_litert'])}, the same answer on {_pct(fig['agreement'])} of them",
+        f"- Operators: {', '.join(fig['operators'])}, all of them TensorFlow Lite Micro kernels; one image per "
+        "invoke (no TTA, whose batch of two TensorFlow Lite Micro cannot prepare)",
+        f"- Latency, one image per invoke on this machine (p50 over the same images, one thread): LiteRT "
+        f"{fig['p50_ms_litert']:.2f} ms; TensorFlow Lite Micro's reference kernels {fig['p50_ms_micro']:.1f} ms, "
+        "which says nothing of a microcontroller's (its clock and CMSIS-NN kernels decide that)",
+        "",
+    ]
+
+
 def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, convert_cmd: str,
-               hardware: str = CPU_SHARED, note: str = "", seeds: int = 1) -> str:
-    """The card's text. `note`: what the run's files cannot say (e.g. that this run is the better of two seeds),
+               hardware: str = CPU_SHARED, note: str = "", seeds: int = 1, sections: tuple = ()) -> str:
+    """The card's text. `sections`: more lines (e.g. `micro_lines`) before how accuracy was measured. `note`: what the run's files cannot say (e.g. that this run is the better of two seeds),
     printed under the accuracy table so nobody reads the figure without it. `seeds`: how many runs of the recipe
     there were, of which this is one."""
     s = run.get("settings", {})
@@ -230,6 +325,7 @@ def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, c
         f"{_pct(m.get('agreement'))}.",
         *(["", note] if note else []),
         "",
+        *sections,
         *measurement_lines(name, run, meta, seeds),
         *file_lines(data),
     ]
@@ -301,6 +397,9 @@ def main(argv=None) -> int:
     p.add_argument("--hardware", default=CPU_SHARED, help="what the model was trained on, in words")
     p.add_argument("--note", default="", help="a paragraph for the accuracy section, e.g. how this run was chosen")
     p.add_argument("--seeds", type=int, default=1, help="how many runs (seeds) of the recipe there were")
+    p.add_argument("--micro", action="store_true",
+                   help="a microcontroller model: measure it in TensorFlow Lite Micro on the run's validation "
+                        "split (arena, flash, agreement with LiteRT) for the card")
     args = p.parse_args(argv)
     if args.upgrade:
         print(f"upgraded {upgrade_bundled(args.name)}")
@@ -316,8 +415,10 @@ def main(argv=None) -> int:
     target = MODELS_DIR / BUNDLED[args.name]
     data = with_credits(data, args.name)
     atomic.write_bytes(target, data)
-    card = model_card(args.name, run, meta, args.tflite, args.train_command, args.convert_command,
-                      args.hardware, args.note, args.seeds)
+    sections = tuple(micro_section(args.run, data)) if args.micro else ()
+    # The card describes the file as bundled (with the credits just written), not the converter's output.
+    card = model_card(args.name, run, meta, target, args.train_command, args.convert_command,
+                      args.hardware, args.note, args.seeds, sections)
     atomic.write_text(target.with_suffix(".md"), card)
     print(f"bundled {target} ({len(data):,} bytes) and {target.with_suffix('.md')}")
     return 0

@@ -34,6 +34,10 @@ MODEL_GUIDE = {
     "cifar10-cnn": ("CIFAR-10: small CNN",
                     "Recognises only CIFAR-10's 10 classes (airplane, automobile, bird, cat, deer, dog, frog, "
                     "horse, ship, truck) from a 32x32 thumbnail. Anything else gets one of these."),
+    "cifar10-micro": ("CIFAR-10: microcontroller CNN",
+                      "Recognises only CIFAR-10's 10 classes (airplane, automobile, bird, cat, deer, dog, frog, "
+                      "horse, ship, truck) from a 32x32 thumbnail, with a model small enough for a "
+                      "microcontroller. Anything else gets one of these."),
 }
 #: Class names listed in the words for a model the guide does not know.
 LISTED_CLASSES = 10
