@@ -97,5 +97,5 @@ python -m edgevision.benchmarks.maintainer.imagenet_model \
   --work "$work/imagenet-mobilenetv2" --bundle
 
 python -m edgevision.benchmarks.run --suite "cifar10-cnn=$work/variants/cifar10-cnn" \
-  --suite "cifar10-mobilenetv2=$work/variants/cifar10-mobilenetv2"
+  --suite "cifar10-mobilenetv2=$work/variants/cifar10-mobilenetv2" --suite "cifar10-micro=$work/variants/cifar10-micro"
 echo "bundled models: $here/edgevision/models; tables: $here/benchmarks/results" >&2
