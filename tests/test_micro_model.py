@@ -137,13 +137,14 @@ def test_the_micro_architecture_fits_its_budget_and_trains_a_step():
     assert model.output_shape == (None, 10)
     kinds = {type(layer).__name__ for layer in model.layers}
     assert "SeparableConv2D" in kinds and "Add" in kinds  # the last stage's residual pair
+    keras.utils.set_random_seed(0)
     small = build_micro(3, config=MicroConfig(stem_width=4, widths=(8, 8, 8)))
-    small.compile(optimizer="sgd", loss="categorical_crossentropy")
+    small.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy")
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(8, 32, 32, 3)).astype("float32"), keras.utils.to_categorical(np.arange(8) % 3, 3)
-    before = small.evaluate(x, y, verbose=0)
-    small.fit(x, y, epochs=3, batch_size=8, verbose=0)
-    assert small.evaluate(x, y, verbose=0) < before
+    # The training loss of the same batch, step after step (inference-mode batch-norm statistics lag behind).
+    losses = small.fit(x, y, epochs=5, batch_size=8, verbose=0).history["loss"]
+    assert losses[-1] < losses[0]
 
 
 @pytest.mark.slow
