@@ -29,16 +29,16 @@ def _common(f):
         click.option("--mixed-precision", is_flag=True, help="float16 on GPUs (bfloat16 on CPUs) for speed."),
         click.option("--learning-rate", type=float, default=None, help="Peak learning rate (default depends on the model)."),
         click.option("--weight-decay", type=float, default=None,
-                     help=f"Decoupled weight decay [default: {WEIGHT_DECAY['cnn']} for cnn, "
+                     help=f"Decoupled weight decay [default: {WEIGHT_DECAY['cnn']} for cnn and micro, "
                           f"{WEIGHT_DECAY['mobilenetv2']} for mobilenetv2]."),
         click.option("--label-smoothing", type=float, default=None,
                      help=f"Label smoothing of the loss [default: {LABEL_SMOOTHING['cnn']} for cnn, "
-                          f"{LABEL_SMOOTHING['mobilenetv2']} for mobilenetv2]."),
+                          f"{LABEL_SMOOTHING['micro']} for micro, {LABEL_SMOOTHING['mobilenetv2']} for mobilenetv2]."),
         click.option("--cutout", type=int, default=None,
                      help="Side in pixels of a random square blanked out of each training image; 0 disables "
-                          f"[default: 1/{CUTOUT_FRACTION} of the input side: 8 for cnn, 40 for mobilenetv2 at 160 px]."),
+                          f"[default: 1/{CUTOUT_FRACTION} of the input side: 8 for cnn and micro, 40 for mobilenetv2 at 160 px]."),
         click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None,
-                     help="Optimizer [default: the model's recipe: sgd (Nesterov) for cnn, adamw for mobilenetv2]."),
+                     help="Optimizer [default: the model's recipe: sgd (Nesterov) for cnn and micro, adamw for mobilenetv2]."),
         click.option("--momentum", type=float, default=None,
                      help=f"Momentum of sgd or rmsprop [default: {DEFAULT_MOMENTUM['sgd']} for sgd, "
                           f"{DEFAULT_MOMENTUM['rmsprop']} for rmsprop]."),
