@@ -183,29 +183,34 @@ def test_the_page_starts_on_the_general_model_and_classifies_a_clicked_sample():
 
 
 def test_the_page_decodes_a_bounded_number_of_pictures_at_once():
-    """Uploads beyond DECODE_SLOTS wait for a slot instead of all being decoded (and held) together."""
+    """Uploads beyond DECODE_SLOTS wait for a slot instead of all being decoded (and held) together. The slots are
+    the imported module's, one set per server: app.py itself is executed afresh on every run of the page."""
     import threading
 
     import cv2
 
-    from edgevision.ui import app
+    from edgevision.edge_runtime.classifier import Classifier
+    from edgevision.ui import app, slots
     from edgevision.ui.settings import UiSettings
 
+    assert app.DECODE_SLOTS is slots.DECODE_SLOTS
     ok, png = cv2.imencode(".png", np.zeros((64, 64, 3), np.uint8))
     picture = app.Picture(png.tobytes(), "x.png", False)
+    loaded = app.LoadedModel(Classifier("cifar10-cnn"), threading.Lock(), 0.0)
     held = []
-    while app.DECODE_SLOTS.acquire(blocking=False):  # every slot busy, as under a burst of uploads
+    while slots.DECODE_SLOTS.acquire(blocking=False):  # every slot busy, as under a burst of uploads
         held.append(1)
     assert held, "the page must allow at least one decode"
-    done = threading.Event()
-    worker = threading.Thread(target=lambda: (app.decode_picture(picture, UiSettings()), done.set()))
+    answers = []
+    worker = threading.Thread(target=lambda: answers.append(app.answer_picture(picture, UiSettings(), loaded)))
     worker.start()
-    assert not done.wait(0.5)  # waits for a slot
-    app.DECODE_SLOTS.release()
-    assert done.wait(10)
-    worker.join()
+    worker.join(0.5)
+    assert not answers  # waits for a slot
+    slots.DECODE_SLOTS.release()
+    worker.join(10)
+    assert answers and answers[0].size == (64, 64) and answers[0].results
     for _ in held[1:]:
-        app.DECODE_SLOTS.release()
+        slots.DECODE_SLOTS.release()
 
 
 def test_page_messages_name_files_not_server_folders(tmp_path):
