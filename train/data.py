@@ -537,31 +537,24 @@ def make_batches(
     multiple: int = 1,
 ):
     """A keras.utils.PyDataset over the uint8 images (works on every Keras backend): cached arrays, or a
-    streamed source, which gets worker threads reading ahead (see `streamed_workers`).
+    streamed source (`streaming.PixelSource`, which reads each batch's images in parallel itself).
 
     Targets are one-hot float32 when `num_classes` is given (label smoothing needs them), else integers.
     `shard` and `multiple`: see BatchPlan.
     """
     targets = np.eye(num_classes, dtype=np.float32)[y] if num_classes else y
     plan = BatchPlan(x, targets, preprocess, batch_size, seed, augment, shuffle, shard, multiple)
-    workers = loader_threads() if isinstance(x, np.ndarray) else streamed_workers()
-    return _keras_batches(plan, workers)
+    return _keras_batches(plan)
 
 
-def streamed_workers() -> int:
-    """Threads reading a streamed source ahead of the training step. Decoding and positioned reads release
-    the GIL, so even a small CPU gains from overlapping them with the step; each holds at most two batches."""
-    return max(2, loader_threads())
-
-
-def _keras_batches(plan: BatchPlan, workers: int):
+def _keras_batches(plan: BatchPlan):
     """The plan as Keras reads it; Keras is imported only here, so this module loads without it."""
     import keras
 
     class Batches(keras.utils.PyDataset):
         def __init__(self):
-            # A bounded queue: prepared float32 batches are four times the size of their uint8 pixels.
-            super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=2 * workers)
+            # The same workers for cached and streamed images: Keras' batch order depends on them.
+            super().__init__(workers=loader_threads(), use_multiprocessing=False)
             self.plan = plan
 
         def set_epoch(self, epoch: int):

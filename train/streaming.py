@@ -7,7 +7,7 @@ streamed run trains on exactly the pixels a cached run would:
 
 - `disk`: the split is decoded once into a file of prepared uint8 pixels in the run directory
   (`cache/`), read back per batch with positioned reads (no mapping, so the process's memory holds only
-  the batches in flight, not the page cache). A resumed run reuses the file; a completed run deletes it.
+  the batch being made, not the page cache). A resumed run reuses the file; a completed run deletes it.
 - `none`: nothing is cached; every batch decodes its image files again (every epoch), which needs no disk
   space and suits data on fast storage or images already small.
 
@@ -132,7 +132,20 @@ class PixelSource:
             return self._read(np.asarray([index]))[0]
         if len(index) == 0:
             return np.zeros((0,) + self.shape[1:], np.uint8)
-        return self._read(index)
+        return self._parallel(index)
+
+    def _parallel(self, index: np.ndarray) -> np.ndarray:
+        """The images of one request read by several threads at once (decoding and pread release the GIL).
+        Parallel within a batch, not ahead of it: Keras' read-ahead workers draw the batch order once more
+        when fit() starts and keep batches from that draw, so with them a streamed epoch would differ from
+        a cached one and a resumed run from an uninterrupted one."""
+        threads = min(8, os.cpu_count() or 1, max(1, len(index) // 16))
+        if threads == 1:
+            return self._read(index)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads) as pool:
+            return np.concatenate(list(pool.map(self._read, np.array_split(index, threads))))
 
     def _read(self, index: np.ndarray) -> np.ndarray:
         return self.part.pixels(index)

@@ -670,10 +670,22 @@ def _fit_phase(model, phase: Phase, plan: RunPlan, state: Optional[dict], done: 
     echo(f"phase {phase.name}: epochs {first + 1}..{phase.end}, {phase.optimizer}, {settings.lr_schedule} schedule, "
          f"peak learning rate {phase.learning_rate:g}")
     train_batches.set_epoch(first)
-    if state:
-        _restore_python_random_state(state.get("python_random_state"))
+    callbacks = [callback] + ([_restore_at_train_begin(state.get("python_random_state"))] if state else [])
     model.fit(train_batches, validation_data=val_batches, epochs=phase.end, initial_epoch=first,
-              callbacks=[callback], verbose=verbose, class_weight=plan.class_weight)
+              callbacks=callbacks, verbose=verbose, class_weight=plan.class_weight)
+
+
+def _restore_at_train_begin(saved):
+    """Put the checkpoint's random state back once fit() has started, not before: fit() first draws one batch
+    to build the metrics, which shuffles the batch order once more (the uninterrupted run made that draw
+    before its first epoch, long before the state was saved)."""
+    import keras
+
+    class RestoreRandomState(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            _restore_python_random_state(saved)
+
+    return RestoreRandomState()
 
 
 def _save_best_and_last(plan: RunPlan, last, echo: Callable[[str], None]):
