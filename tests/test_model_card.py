@@ -143,6 +143,8 @@ def test_the_imagenet_card_generator_writes_the_same_structure():
         "int8": {"eval_n": 300, "accuracy": 0.87, "accuracy_float": 0.88, "agreement": 0.98, "bytes": 4_000_000},
         "split": {"calibration": 200, "evaluation": 300, "seed": 0},
         "resize": {"chosen": "center_crop", "float_top1_on_calibration_half": {"center_crop": {"accuracy": 0.9}}},
+        "recipe": {"chosen": "bias_correction=on, mirrors=no", "int8_top1_cross_validated": {
+            "bias_correction=on, mirrors=no": {"bias_correction": True, "mirrors": False, "accuracy": 0.92}}},
         "reference": {"bytes": 3_600_000, "as_read": {"accuracy": 0.83}, "with_center_crop": {"accuracy": 0.8733}},
         "bench": {"a.tflite": {"p50_ms": 4.0}}, "convert_command": "edgevision convert ...",
         "edgevision": "0", "keras": "3", "tensorflow": "2",
@@ -154,6 +156,7 @@ def test_the_imagenet_card_generator_writes_the_same_structure():
     for section in ("## Intended use and limitations", "## How accuracy was measured", "## The file"):
         assert section in text
     assert "not a detector" in text and "one per class" in text.split("## How accuracy was measured")[1]
+    assert "two-fold cross-validation inside the calibration photos" in text and "mirror images" not in text
 
 
 @pytest.mark.parametrize("name", sorted(BUNDLED))

@@ -11,9 +11,12 @@
    class. They never overlap.
 3. The resize mode (stretch or centre crop) is the one the float model scores better with on the calibration
    half, so the evaluation half judges the choice without having made it.
-4. `edgevision convert ... --quant int8 --calib` (default uint8 interface), `edgevision evaluate` of Google's
+4. The int8 recipe (bias correction on or off, mirror images as extra calibration views or not) is chosen by
+   two-fold cross-validation inside the calibration half: calibrate on one half of it, score the int8 file on
+   the other, and swap. Ties keep convert's defaults. The evaluation half is not looked at.
+5. `edgevision convert ... --quant int8 --calib` (default uint8 interface), `edgevision evaluate` of Google's
    quantized MobileNetV2 on the same images, and one `edgevision bench` run of both files.
-5. `--bundle` copies the file into edgevision/models with its credits and writes the model card from what was
+6. `--bundle` copies the file into edgevision/models with its credits and writes the model card from what was
    measured (summary.json in the work folder has every figure).
 
 Every step is an edgevision command run in a child process, so the figures are what a user would get.
@@ -164,7 +167,7 @@ def ev(*args: str, capture: bool = False) -> str:
 def top1(model: str, data: Path, labels: Path = None, preprocess: Path = None) -> dict:
     """`edgevision evaluate`'s accuracy and image count."""
     extra = [*(["--labels", str(labels)] if labels else []), *(["--preprocess", str(preprocess)] if preprocess else [])]
-    doc = json.loads(ev("evaluate", model, "--data", str(data), "--json", "--out", str(data.parent / "evaluate-tmp"),
+    doc = json.loads(ev("evaluate", model, "--data", str(data), "--json", "--exist-ok", "--out", str(data.parent / "evaluate-tmp"),
                         *extra, capture=True))
     return {"accuracy": doc["accuracy"], "n": doc["n"]}
 
@@ -181,17 +184,80 @@ def choose_resize(keras_file: Path, work: Path) -> dict:
     return {"chosen": best, "float_top1_on_calibration_half": scores}
 
 
-def convert(keras_file: Path, work: Path) -> dict:
-    """The int8 file (default uint8 interface), calibrated on the calibration half, compared with the float
-    Keras model on the evaluation half by convert itself."""
+#: The int8 recipes cross-validated on the calibration half: (bias correction, mirror views). The first is
+#: convert's default and wins ties.
+RECIPES = ((True, True), (True, False), (False, True), (False, False))
+
+
+def recipe_args(bias_correction: bool) -> List[str]:
+    return [] if bias_correction else ["--no-bias-correction"]
+
+
+def calib_folder(photos: Sequence[Path], folder: Path, mirrors: bool) -> Path:
+    """A flat calibration folder of `photos` (links), with their mirror images when `mirrors`."""
+    _fresh(folder)
+    for p in photos:
+        (folder / p.name).symlink_to(p.resolve())
+        if mirrors:
+            mirror(p, folder / f"mirror_{p.stem}.png")
+    return folder
+
+
+def labelled_folder(photos: Sequence[Path], folder: Path) -> Path:
+    """One subfolder per class (links), the layout `--eval` reads; the class is the photo's folder in calib-labelled."""
+    _fresh(folder)
+    for p in photos:
+        (folder / p.parent.name).mkdir(exist_ok=True)
+        (folder / p.parent.name / p.name).symlink_to(p.resolve())
+    return folder
+
+
+def choose_recipe(keras_file: Path, work: Path) -> dict:
+    """Int8 top-1 of each recipe, two-fold cross-validated inside the calibration half (see the module doc)."""
+    import numpy as np
+
+    photos = sorted((work / "calib-labelled").glob("*/*"))
+    order = np.random.default_rng(SEED + 1).permutation(len(photos))
+    folds = [[photos[i] for i in order[: len(photos) // 2]], [photos[i] for i in order[len(photos) // 2:]]]
+    scores = {}
+    for bias, mirrors in RECIPES:
+        key = f"bias_correction={'on' if bias else 'off'}, mirrors={'yes' if mirrors else 'no'}"
+        correct = total = 0
+        for k in (0, 1):
+            cv = work / "cv" / f"fold{k}"
+            calib = calib_folder(folds[k], cv / ("calib-mirrors" if mirrors else "calib"), mirrors)
+            held = labelled_folder(folds[1 - k], cv / "eval")
+            variant = _convert_variant(keras_file, calib, held, cv / "int8.tflite", cv / "report.json",
+                                       recipe_args(bias))
+            correct += round(variant["accuracy"] * variant["eval_n"])
+            total += variant["eval_n"]
+        scores[key] = {"bias_correction": bias, "mirrors": mirrors, "accuracy": correct / total, "n": total}
+    best = max(scores, key=lambda k: scores[k]["accuracy"])  # max keeps the first of equals: the default
+    return {"chosen": best, "int8_top1_cross_validated": scores}
+
+
+def _convert_variant(keras_file: Path, calib: Path, eval_dir: Path, out: Path, report: Path, extra: List[str]) -> dict:
+    ev("convert", str(keras_file), "--quant", "int8", "--calib", str(calib), "--calib-samples", str(2 * CALIB_N),
+       "--eval", str(eval_dir), "--report", str(report), "--out", str(out), *extra)
+    return json.loads(report.read_text())["variants"][0]
+
+
+def convert(keras_file: Path, work: Path, recipe: dict) -> dict:
+    """The int8 file (default uint8 interface) with the chosen recipe, calibrated on the calibration half, compared
+    with the float Keras model on the evaluation half by convert itself."""
+    chosen = recipe["int8_top1_cross_validated"][recipe["chosen"]]
+    calib = work / "calib" if chosen["mirrors"] else labelled_folder_flat(work)
+    variant = _convert_variant(keras_file, calib, work / "eval", work / f"{NAME}-int8.tflite",
+                               work / "convert-report.json", recipe_args(chosen["bias_correction"]))
     out = work / f"{NAME}-int8.tflite"
-    report = work / "convert-report.json"
-    ev("convert", str(keras_file), "--quant", "int8", "--calib", str(work / "calib"), "--calib-samples", str(2 * CALIB_N),
-       "--eval", str(work / "eval"), "--report", str(report), "--out", str(out))
-    variant = json.loads(report.read_text())["variants"][0]
     keep = ("bytes", "gzip_bytes", "accuracy", "accuracy_float", "accuracy_delta", "agreement", "eval_n",
             "input_type", "output_type", "convert_seconds")
     return {"path": str(out), **{k: variant.get(k) for k in keep}}
+
+
+def labelled_folder_flat(work: Path) -> Path:
+    """The calibration half without mirror images, flat."""
+    return calib_folder(sorted((work / "calib-labelled").glob("*/*")), work / "calib-plain", mirrors=False)
 
 
 def reference(google: Path, work: Path, labels: Path, resize: str) -> dict:
@@ -275,10 +341,11 @@ def _pct(x) -> str:
 
 
 def card_lines(s: dict, command: str) -> List[str]:
-    c, ref, split, r = s["int8"], s["reference"], s["split"], s["resize"]
-    google_mode = next(k for k in ref if k.startswith("with_"))
-    p50 = {name: row["p50_ms"] for name, row in s["bench"].items()}
+    split, r = s["split"], s["resize"]
     modes = ", ".join(f"{m}: {_pct(v['accuracy'])}" for m, v in r["float_top1_on_calibration_half"].items())
+    rec = s["recipe"]
+    recipes = "; ".join(f"{k}: {_pct(v['accuracy'])}" for k, v in rec["int8_top1_cross_validated"].items())
+    views = " and their mirror images" if rec["int8_top1_cross_validated"][rec["chosen"]]["mirrors"] else ""
     return [
         f"# {NAME}", "",
         "A general image classifier: MobileNetV2 1.0/224 with ImageNet weights, full int8, bundled with edgevision. "
@@ -302,12 +369,22 @@ def card_lines(s: dict, command: str) -> List[str]:
         "## How it was made", "",
         f"- Command: `{command}` (`benchmarks/maintainer/imagenet_model.py`)",
         f"- Conversion: `{s['convert_command']}`",
-        f"- Calibration: {split['calibration']} ImageNet photos and their mirror images (one photo per class, from "
+        f"- Calibration: {split['calibration']} ImageNet photos{views} (one photo per class, from "
         f"a 500-photo sample), a seeded split (seed {split['seed']}) kept apart from the {split['evaluation']} "
         "evaluation photos",
+        f"- Int8 recipe: {rec['chosen']}, the best of {len(rec['int8_top1_cross_validated'])} by two-fold "
+        f"cross-validation inside the calibration photos ({recipes}; ties keep convert's defaults)",
         f"- Resize: `{r['chosen']}`, the mode the float model scored better with on the calibration half "
         f"({modes})",
         f"- Versions: edgevision {s['edgevision']}, Keras {s['keras']}, TensorFlow {s['tensorflow']}", "",
+    ] + accuracy_lines(s) + measured_how_lines(s)
+
+
+def accuracy_lines(s: dict) -> List[str]:
+    c, ref = s["int8"], s["reference"]
+    google_mode = next(k for k in ref if k.startswith("with_"))
+    p50 = {name: row["p50_ms"] for name, row in s["bench"].items()}
+    return [
         f"## Accuracy (top-1 on {c['eval_n']} ImageNet photos it was not calibrated on)", "",
         "| model | top-1 | size |", "|---|---|---|",
         f"| Keras float32 | {_pct(c['accuracy_float'])} | - |",
@@ -322,6 +399,12 @@ def card_lines(s: dict, command: str) -> List[str]:
         "as equal unless they differ by more.", "",
         "Latency (`edgevision bench`, one thread, p50, both files in the same run): "
         + ", ".join(f"{n} {v:.2f} ms" for n, v in p50.items()) + ".", "",
+    ]
+
+
+def measured_how_lines(s: dict) -> List[str]:
+    c, split, r = s["int8"], s["split"], s["resize"]
+    return [
         "## How accuracy was measured", "",
         f"- Photos: {c['eval_n']} ImageNet photos, one per class, from a {split['calibration'] + c['eval_n']}-photo "
         f"sample; the other {split['calibration']} calibrated the int8 conversion and chose the resize mode "
@@ -330,7 +413,8 @@ def card_lines(s: dict, command: str) -> List[str]:
         "these weights there, so expect about that on photos in general, not the figures above.",
         f"- Metric: top-1 over the 1000 classes, every photo once, resize `{r['chosen']}`; Google's file was run on "
         "the same photos by the same `edgevision evaluate`.",
-        "- Seeds: none; no training was done, and one conversion was made.", "",
+        "- Seeds: none; no training was done. The conversions of the cross-validation saw only calibration photos; "
+        "the evaluation photos were used once, by the final file.", "",
     ]
 
 
@@ -343,15 +427,19 @@ def measure(args) -> dict:
     split = split_samples(args.samples, args.labels, work, names)
     keras_file = build_source(work, names, "center_crop")
     resize = choose_resize(keras_file, work)
-    int8 = convert(keras_file, work)
+    recipe = choose_recipe(keras_file, work)
+    int8 = convert(keras_file, work, recipe)
     ref = reference(args.reference, work, keras_file.parent / "labels.txt", resize["chosen"])
     import keras
     import tensorflow as tf
 
-    summary = {"split": split, "resize": resize, "int8": int8, "reference": ref,
+    chosen = recipe["int8_top1_cross_validated"][recipe["chosen"]]
+    calib = work / ("calib" if chosen["mirrors"] else "calib-plain")
+    summary = {"split": split, "resize": resize, "recipe": recipe, "int8": int8, "reference": ref,
                "bench": bench([int8["path"], str(args.reference)], work),
-               "convert_command": f"edgevision convert {keras_file} --quant int8 --calib {work / 'calib'} "
-                                  f"--calib-samples {2 * CALIB_N} --eval {work / 'eval'}",
+               "convert_command": f"edgevision convert {keras_file} --quant int8 --calib {calib} "
+                                  f"--calib-samples {2 * CALIB_N} --eval {work / 'eval'}"
+                                  + "".join(" " + a for a in recipe_args(chosen["bias_correction"])),
                "edgevision": edgevision.__version__, "keras": keras.__version__, "tensorflow": tf.__version__}
     summary["targets"] = check_targets(summary)
     (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
