@@ -16,15 +16,13 @@ exactly that many bytes, and a size below the measured need is an error saying h
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import tempfile
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
 from edgevision.errors import ModelError, UsageError
+from edgevision.native_log import captured_native_stderr
 
 #: Where the automatic arena starts, and the most it grows to (a board with more RAM than this runs LiteRT).
 START_ARENA = 64 * 1024
@@ -38,25 +36,6 @@ _ARENA_TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
 # TFLite schema TensorType -> numpy dtype (the types TFLite Micro can hold).
 _TENSOR_TYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 6: np.bool_, 7: np.int16,
                  9: np.int8, 10: np.float64, 16: np.uint32, 17: np.uint16}
-
-
-@contextlib.contextmanager
-def _native_stderr(lines: List[str]) -> Iterator[None]:
-    """Collect what native code writes to fd 2 into `lines` (TFLite Micro reports its errors only there)."""
-    try:
-        saved = os.dup(2)
-    except OSError:  # no fd 2: nothing to read, and the errors stay generic
-        yield
-        return
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            lines.extend(capture.read().decode("utf-8", "replace").splitlines())
 
 
 def check_arena_size(arena_size) -> Optional[int]:
@@ -109,7 +88,7 @@ class MicroInterpreter:
         while True:
             lines: List[str] = []
             try:
-                with _native_stderr(lines):
+                with captured_native_stderr(lines):
                     return runtime.Interpreter.from_bytes(self._data, arena_size=size), size
             except (RuntimeError, ValueError) as e:
                 short = [m for m in map(_SHORT.search, lines) if m]
@@ -151,7 +130,7 @@ class MicroInterpreter:
     @staticmethod
     def _measure_arena(interp) -> Optional[int]:
         lines: List[str] = []
-        with _native_stderr(lines):
+        with captured_native_stderr(lines):
             interp.print_allocations()
         found = [int(m.group(1)) for m in map(_ARENA_TOTAL.search, lines) if m]
         return found[0] if found else None
@@ -189,7 +168,7 @@ class MicroInterpreter:
     def invoke(self) -> None:
         lines: List[str] = []
         try:
-            with _native_stderr(lines):
+            with captured_native_stderr(lines):
                 self._interp.invoke()
         except RuntimeError as e:
             reason = next((line.strip() for line in lines if line.strip()), str(e))

@@ -15,7 +15,7 @@ import os
 import re
 import sys
 import tempfile
-from typing import Iterator
+from typing import Iterator, List
 
 NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog\(\)"
@@ -34,29 +34,48 @@ def is_noise(line: str) -> bool:
 
 
 @contextlib.contextmanager
-def quiet_native_stderr() -> Iterator[None]:
+def captured_native_stderr(lines: List[str]) -> Iterator[None]:
+    """What native code writes to file descriptor 2 while the block runs, appended to `lines`, none of it shown
+    (TFLite Micro, for one, reports its errors only there)."""
     try:
         sys.stderr.flush()
-        real_fd = os.dup(2)
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable fd 2 (embedded interpreters): nothing to read
+        yield
+        return
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines.extend(capture.read().decode("utf-8", "replace").splitlines())
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Native chatter captured, Python's own stderr still shown; what was not noise is replayed afterwards."""
+    try:
+        sys.stderr.flush()
+        python_stderr = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
     except (OSError, ValueError, AttributeError):  # no usable fd 2 (embedded interpreters): do nothing
         yield
         return
-    capture = tempfile.TemporaryFile(mode="w+b")
+    lines: List[str] = []
     old_stderr = sys.stderr
-    python_stderr = os.fdopen(os.dup(real_fd), "w", buffering=1, encoding="utf-8", errors="replace")
-    os.dup2(capture.fileno(), 2)
-    sys.stderr = python_stderr
     try:
-        yield
+        with captured_native_stderr(lines):
+            sys.stderr = python_stderr
+            try:
+                yield
+            finally:
+                python_stderr.flush()
+                sys.stderr = old_stderr
     finally:
-        python_stderr.flush()
-        os.dup2(real_fd, 2)
-        os.close(real_fd)
-        sys.stderr = old_stderr
         python_stderr.close()
-        capture.seek(0)
-        kept = [line for line in capture.read().decode("utf-8", "replace").splitlines() if not is_noise(line)]
-        capture.close()
-        if kept:
-            sys.stderr.write("\n".join(kept) + "\n")
-            sys.stderr.flush()
+    kept = [line for line in lines if not is_noise(line)]
+    if kept:
+        sys.stderr.write("\n".join(kept) + "\n")
+        sys.stderr.flush()
