@@ -43,7 +43,7 @@ class CompiledRunner:
         from ai_edge_litert.hardware_accelerator import HardwareAccelerator
         from ai_edge_litert.options import CpuOptions, Options
 
-        from edgevision.edge_runtime.micro_backend import _native_stderr
+        from edgevision.native_log import captured_native_stderr
 
         if accelerator not in ACCELERATORS:
             raise ModelError(f"--accelerator must be one of {', '.join(ACCELERATORS)}; got {accelerator!r}")
@@ -51,7 +51,7 @@ class CompiledRunner:
                           cpu_options=CpuOptions(num_threads=num_threads))
         native: List[str] = []
         try:
-            with _native_stderr(native):  # LiteRT logs every plugin it tries; only the reason matters
+            with captured_native_stderr(native):  # LiteRT logs every plugin it tries; only the reason matters
                 self._model = CompiledModel.from_buffer(bytes(model), options=options)
                 self._inputs = self._model.create_input_buffers(0)
                 self._outputs = self._model.create_output_buffers(0)
