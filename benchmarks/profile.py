@@ -49,12 +49,16 @@ def _schema():
 
 def op_names() -> Dict[int, str]:
     """Builtin operator code -> name (CONV_2D, ...), from LiteRT's schema."""
-    return {v: k for k, v in vars(_schema().BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)}
+    from edgevision.convert.flatbuffer import enum_names
+
+    return enum_names(_schema().BuiltinOperator)
 
 
 def _op_type(model, op, names: Dict[int, str]) -> str:
     code = model.operatorCodes[op.opcodeIndex]
-    builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+    from edgevision.convert.flatbuffer import builtin_code
+
+    builtin = builtin_code(code)
     if names.get(builtin) == "CUSTOM":
         return (code.customCode or b"CUSTOM").decode("utf-8", "replace") if isinstance(code.customCode, bytes) \
             else str(code.customCode or "CUSTOM")

@@ -7,6 +7,8 @@ appended after the flatbuffer (an associated-files zip) is not part of the objec
 
 from __future__ import annotations
 
+from typing import Dict
+
 import numpy as np
 
 from edgevision.edge_runtime.metadata import TFLITE_IDENTIFIER, is_tflite
@@ -19,6 +21,17 @@ def _schema():
     from ai_edge_litert import schema_py_generated as schema
 
     return schema
+
+
+def enum_names(enum_class) -> Dict[int, str]:
+    """A schema enum's values -> names (BuiltinOperator: 3 -> "CONV_2D"; TensorType: 9 -> "INT8")."""
+    return {v: k for k, v in vars(enum_class).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+def builtin_code(operator_code) -> int:
+    """An unpacked OperatorCodeT's builtin operator. The schema split the field at 127: codes above it live in
+    `builtinCode`, older files have only `deprecatedBuiltinCode`, and the larger of the two is the real one."""
+    return max(int(operator_code.builtinCode), int(operator_code.deprecatedBuiltinCode))
 
 
 def unpack_model(model: bytes):

@@ -24,6 +24,7 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
+from edgevision.convert.flatbuffer import builtin_code
 from edgevision.errors import ModelError, UsageError
 
 #: The pixel range a portable file takes, and its quantization (real value = pixel).
@@ -89,7 +90,7 @@ def _opcode(obj, name: str, version: int) -> int:
     schema = _schema()
     code = getattr(schema.BuiltinOperator, name)
     for i, oc in enumerate(obj.operatorCodes):
-        if max(oc.builtinCode, oc.deprecatedBuiltinCode) == code:
+        if builtin_code(oc) == code:
             oc.version = max(oc.version, version)
             return i
     oc = schema.OperatorCodeT()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
+from edgevision.convert.flatbuffer import enum_names
 from edgevision.convert.options import FULL_INTEGER
 
 #: Ops whose job is to cross the float/integer boundary: float tensors around them are expected.
@@ -34,16 +35,12 @@ class OpSummary:
         }
 
 
-def _enum_names(enum_class) -> Dict[int, str]:
-    return {v: k for k, v in vars(enum_class).items() if not k.startswith("_") and isinstance(v, int)}
-
-
 def model_ops(model: bytes, quant: str) -> List[OpSummary]:
     """Operators of every subgraph, grouped by (op, input types, output types), in order of first use."""
     from ai_edge_litert import schema_py_generated as schema
 
-    ops_names = _enum_names(schema.BuiltinOperator)
-    type_names = {k: v.lower() for k, v in _enum_names(schema.TensorType).items()}
+    ops_names = enum_names(schema.BuiltinOperator)
+    type_names = {k: v.lower() for k, v in enum_names(schema.TensorType).items()}
     m = schema.Model.GetRootAs(bytearray(model), 0)
     codes = []
     for i in range(m.OperatorCodesLength()):
@@ -82,7 +79,7 @@ def io_types(model: bytes) -> Tuple[str, str]:
     """(input type, output type) of the model's first input and output."""
     from ai_edge_litert import schema_py_generated as schema
 
-    type_names = {k: v.lower() for k, v in _enum_names(schema.TensorType).items()}
+    type_names = {k: v.lower() for k, v in enum_names(schema.TensorType).items()}
     m = schema.Model.GetRootAs(bytearray(model), 0)
     sg = m.Subgraphs(0)
     return (type_names.get(sg.Tensors(int(sg.Inputs(0))).Type(), "?"),
@@ -102,7 +99,7 @@ def weight_sparsity(model: bytes) -> float:
     import numpy as np
     from ai_edge_litert import schema_py_generated as schema
 
-    ops_names = _enum_names(schema.BuiltinOperator)
+    ops_names = enum_names(schema.BuiltinOperator)
     sizes = {schema.TensorType.FLOAT32: 4, schema.TensorType.FLOAT16: 2, schema.TensorType.INT8: 1}
     m = schema.Model.GetRootAs(bytearray(model), 0)
     zeros = total = 0

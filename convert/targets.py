@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edgevision.convert.flatbuffer import builtin_code, enum_names, unpack_model
 from edgevision.errors import ConversionError, UsageError
 
 MICRO, EDGETPU = "micro", "edgetpu"
@@ -146,18 +147,12 @@ class _Graph:
     outputs: Tuple[int, ...]
 
 
-def _enum_names(enum_class) -> Dict[int, str]:
-    return {v: k for k, v in vars(enum_class).items() if not k.startswith("_") and isinstance(v, int)}
-
-
 def read_graph(model: bytes) -> _Graph:
     """The first subgraph's tensors and operators, in execution order (what the checks need)."""
     from ai_edge_litert import schema_py_generated as schema
 
-    from edgevision.convert.flatbuffer import unpack_model
-
     obj = unpack_model(model)
-    op_names, type_names = _enum_names(schema.BuiltinOperator), _enum_names(schema.TensorType)
+    op_names, type_names = enum_names(schema.BuiltinOperator), enum_names(schema.TensorType)
     codes = [_op_name(oc, op_names) for oc in obj.operatorCodes or []]
     graph = obj.subgraphs[0]
     tensors = tuple(_tensor(t, obj.buffers, type_names) for t in graph.tensors or [])
@@ -167,7 +162,7 @@ def read_graph(model: bytes) -> _Graph:
 
 
 def _op_name(oc, op_names) -> str:
-    code = max(oc.builtinCode, oc.deprecatedBuiltinCode)  # the schema split the field at 127
+    code = builtin_code(oc)
     name = op_names.get(code, f"BUILTIN_{code}")
     if name == "CUSTOM":
         name = f"CUSTOM:{oc.customCode.decode() if oc.customCode else '?'}"
@@ -460,11 +455,9 @@ def interface(model: bytes) -> str:
     """'input uint8 [1, 32, 32, 3] (scale 1, zero point 0); output uint8 [1, 3] (...)' for the C header."""
     from ai_edge_litert import schema_py_generated as schema
 
-    from edgevision.convert.flatbuffer import unpack_model
-
     obj = unpack_model(model)
     graph = obj.subgraphs[0]
-    type_names = {k: v.lower() for k, v in _enum_names(schema.TensorType).items()}
+    type_names = {k: v.lower() for k, v in enum_names(schema.TensorType).items()}
     parts = []
     for what, index in (("input", graph.inputs[0]), ("output", graph.outputs[0])):
         t = graph.tensors[int(index)]
