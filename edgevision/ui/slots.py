@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 
-#: Pictures decoded and classified at once, across every visitor: a 50 Mpx upload costs a few hundred MB until
-#: it is shrunk for display, so the page's memory stays bounded however many arrive together; the others wait.
-DECODE_SLOTS = threading.BoundedSemaphore(max(1, int(os.environ.get("EDGEVISION_UI_DECODES", "2"))))
+#: Pictures decoded and classified at once, across every visitor: a 50 Mpx upload costs up to 350 MB until
+#: it is shrunk for display, so one at a time keeps the page under 800 MB
+#: however many arrive together; the others wait (small pictures take milliseconds).
+DECODE_SLOTS = threading.BoundedSemaphore(max(1, int(os.environ.get("EDGEVISION_UI_DECODES", "1"))))
