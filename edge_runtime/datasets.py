@@ -7,6 +7,7 @@ never a crash; a missing folder, an empty class folder or fewer than two classes
 
 from __future__ import annotations
 
+import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgevision.edge_runtime.images import is_image_file, read_image
-from edgevision.errors import DataError, ImageError
+from edgevision.errors import DataError, ImageError, UsageError
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,54 @@ def scan_image_folder(root, classes: Optional[Sequence[str]] = None) -> ImageFol
     if not files:
         raise DataError(f"{root} has no class folders matching the model's classes ({', '.join(classes[:5])}...)")
     return ImageFolder(root, tuple(classes), tuple(files), np.asarray(labels, dtype=np.int64))
+
+
+# --- the fixed held-out split ------------------------------------------------------------------------------
+#: Salts the hash that ranks images for the held-out split. Part of the split's definition: changing it moves
+#: every image, so it is versioned ("holdout-v1" in run.json) rather than ever edited.
+HOLDOUT_RULE = "holdout-v1"
+
+
+def check_holdout(fraction: float) -> None:
+    if not 0.0 <= fraction < 1.0:
+        raise UsageError(f"--holdout must be at least 0 (off) and below 1, got {fraction}")
+
+
+def holdout_mask(keys: Sequence[str], labels: np.ndarray, fraction: float) -> np.ndarray:
+    """True for the images of the fixed held-out split: in each class, the `fraction` of images whose keys
+    hash lowest.
+
+    A key names an image within its source ("cat/0001.jpg": its path below the data folder), so the held-out
+    images depend only on the images themselves: not on the seed, on which files decode, on the order they
+    are listed in or on the other classes. Training leaves them out and `evaluate --holdout` scores exactly
+    them, so no recipe, seed or checkpoint is chosen on them.
+    """
+    check_holdout(fraction)
+    labels = np.asarray(labels)
+    mask = np.zeros(len(keys), dtype=bool)
+    if fraction == 0.0:
+        return mask
+    salt = HOLDOUT_RULE.encode()
+    rank = np.asarray([int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8, key=salt).digest(), "big")
+                       for k in keys], dtype=np.uint64)
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        mask[members[np.argsort(rank[members], kind="stable")[: int(round(len(members) * fraction))]]] = True
+    return mask
+
+
+def file_keys(root: Path, files: Sequence[Path]) -> List[str]:
+    """`holdout_mask`'s keys of image files below the data folder `root`: their relative paths, '/'-separated."""
+    return [Path(f).relative_to(root).as_posix() for f in files]
+
+
+def without_holdout(folder: ImageFolder, fraction: float, keep_holdout: bool = False) -> ImageFolder:
+    """`folder` less its held-out images (or, `keep_holdout`, only them)."""
+    if not fraction:
+        return folder
+    mask = holdout_mask(file_keys(folder.root, folder.files), folder.labels, fraction)
+    keep = np.flatnonzero(mask if keep_holdout else ~mask)
+    return ImageFolder(folder.root, folder.classes, tuple(folder.files[i] for i in keep), folder.labels[keep])
 
 
 def decode_folder(

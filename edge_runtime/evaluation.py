@@ -183,9 +183,11 @@ def _unknown_message(root: Path, unknown: List[str], labels: Sequence[str]) -> s
     )
 
 
-def list_files(matched: ClassFolders, limit_per_class: Optional[int] = None) -> Tuple[List[Path], np.ndarray]:
-    """(image files, their class indices) of the matched folders; at most `limit_per_class` per folder."""
-    from edgevision.edge_runtime.datasets import image_files
+def list_files(matched: ClassFolders, limit_per_class: Optional[int] = None,
+               holdout: float = 0.0) -> Tuple[List[Path], np.ndarray]:
+    """(image files, their class indices) of the matched folders; at most `limit_per_class` per folder.
+    `holdout`: only the fixed held-out fraction of each folder that `train --holdout` left out."""
+    from edgevision.edge_runtime.datasets import file_keys, holdout_mask, image_files
 
     if limit_per_class is not None and limit_per_class < 1:
         raise UsageError(f"the per-class image limit must be at least 1, got {limit_per_class}")
@@ -195,6 +197,9 @@ def list_files(matched: ClassFolders, limit_per_class: Optional[int] = None) -> 
         images = image_files(folder)
         if not images:
             raise DataError(f"class folder {folder} has no images (expected .jpg, .jpeg, .png, .bmp or .webp files)")
+        if holdout:
+            keys = file_keys(matched.root, images)
+            images = [f for f, held in zip(images, holdout_mask(keys, np.zeros(len(keys)), holdout)) if held]
         images = images[:limit_per_class] if limit_per_class else images
         files.extend(images)
         labels.extend([cls] * len(images))
@@ -317,16 +322,17 @@ def build_evaluation(y_true, y_pred, classes: Sequence[str], skipped=(), unknown
 
 # --- evaluate -----------------------------------------------------------------------------------------
 def evaluate(predictor, data_dir, *, skip_unknown: bool = False, limit_per_class: Optional[int] = None,
-             batch_size: int = DEFAULT_BATCH, workers: Optional[int] = None,
+             holdout: float = 0.0, batch_size: int = DEFAULT_BATCH, workers: Optional[int] = None,
              progress: Optional[Callable[[int, int], None]] = None) -> Evaluation:
     """Accuracy, per-class precision/recall/F1 and the confusion matrix of `predictor` on a class-per-folder tree.
 
     skip_unknown: leave out (and list) folders that name no label instead of refusing the folder.
     limit_per_class: score at most this many images of each class folder (the first, sorted by name).
+    holdout: score only the fixed held-out fraction of each class folder (see `datasets.holdout_mask`).
     """
     _check_batch(batch_size)
     matched = match_class_folders(data_dir, predictor.labels, skip_unknown=skip_unknown)
-    files, y_true = list_files(matched, limit_per_class)
+    files, y_true = list_files(matched, limit_per_class, holdout)
     kept_all: List[int] = []
     predicted: List[np.ndarray] = []
     skipped: List[Tuple[Path, str]] = []
@@ -342,8 +348,11 @@ def evaluate(predictor, data_dir, *, skip_unknown: bool = False, limit_per_class
     if not kept_all:
         raise DataError(f"none of the {len(files)} images in {matched.root} could be decoded")
     y_pred = matched.output_class[np.concatenate(predicted)]
-    return build_evaluation(y_true[kept_all], y_pred, matched.classes, skipped, matched.unknown,
-                            data=matched.root.resolve())
+    result = build_evaluation(y_true[kept_all], y_pred, matched.classes, skipped, matched.unknown,
+                              data=matched.root.resolve())
+    if holdout:
+        result.report["holdout"] = holdout
+    return result
 
 
 def evaluate_arrays(predictor, pixels: np.ndarray, y_true, classes: Optional[Sequence[str]] = None,

@@ -54,8 +54,11 @@ def _load(model, labels, preprocess, threads, runtime):
                    "runs/evaluate/<model>, <model>2, ... so no earlier report is overwritten].")
 @click.option("--exist-ok", is_flag=True,
               help="Let --out replace the report of an earlier evaluation in that folder (refused otherwise).")
+@click.option("--holdout", type=float, default=0.0, metavar="FRACTION",
+              help="Score only the fixed held-out FRACTION of each class folder that `train --holdout FRACTION` "
+                   "on the same folder left out of training and validation.")
 @_model_options
-def evaluate(model, data, skip_unknown, as_json, out, exist_ok, labels, preprocess, threads, batch_size,
+def evaluate(model, data, skip_unknown, as_json, out, exist_ok, holdout, labels, preprocess, threads, batch_size,
              **runtime):
     """Accuracy and the per-class report of MODEL on an image folder.
 
@@ -66,7 +69,9 @@ def evaluate(model, data, skip_unknown, as_json, out, exist_ok, labels, preproce
       edgevision evaluate runs/cnn --data cifar10-test/
       edgevision evaluate cifar10-cnn --data cifar10-test/ --json
       edgevision evaluate cifar10-cnn --data cifar10          # the official test split
+      edgevision evaluate runs/cnn --data cifar10/train --holdout 0.1   # what `train --holdout 0.1` left out
     """
+    from edgevision.edge_runtime.datasets import check_holdout
     from edgevision.edge_runtime.evaluation import check_data_folder, evaluate as run_evaluation
     from edgevision.edge_runtime.metrics import format_report
     from edgevision.edge_runtime.inference import write_evaluation
@@ -80,11 +85,12 @@ def evaluate(model, data, skip_unknown, as_json, out, exist_ok, labels, preproce
         if note:
             click.echo(f"note: {note}", err=True)
     check_data_folder(data)
+    check_holdout(holdout)
     if out:
         check_out_folder(Path(out), exist_ok)  # before the run, not after minutes of it
     predictor = _load(model, labels, preprocess, threads, runtime)
     with Progress("evaluate") as progress:
-        result = run_evaluation(predictor, data, skip_unknown=skip_unknown, batch_size=batch_size,
+        result = run_evaluation(predictor, data, skip_unknown=skip_unknown, holdout=holdout, batch_size=batch_size,
                                 progress=progress)
     result.report["model"] = str(predictor.path)
     for note in result.notes():

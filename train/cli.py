@@ -26,6 +26,9 @@ def _common(f):
                      help="Fraction of each class held out for validation (stratified, seeded)."),
         click.option("--val-data", type=click.Path(file_okay=False), default=None,
                      help="A separate validation folder (overrides --val-split)."),
+        click.option("--holdout", type=float, default=TrainSettings.holdout, show_default=True,
+                     help="Fraction of each class of --data set aside before the split, the same images whatever "
+                          "the seed: never trained or validated on; score them with `evaluate --holdout`."),
         click.option("--mixed-precision", is_flag=True, help="float16 on GPUs (bfloat16 on CPUs) for speed."),
         click.option("--learning-rate", type=float, default=None, help="Peak learning rate (default depends on the model)."),
         click.option("--weight-decay", type=float, default=None,

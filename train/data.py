@@ -24,7 +24,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgevision.edge_runtime.datasets import ImageFolder, decode_folder, scan_image_folder
+from edgevision.edge_runtime.datasets import (HOLDOUT_RULE, ImageFolder, check_holdout, decode_folder, holdout_mask,
+                                              scan_image_folder, without_holdout)
 from edgevision.edge_runtime.preprocess import PreprocessConfig, normalize, prepare_pixels
 from edgevision.errors import DataError, UsageError, first_line
 
@@ -69,6 +70,10 @@ class SplitSpec:
     val_fraction: float = 0.1
     seed: int = 0  # draws the split, and the subset `limit_per_class` keeps
     limit_per_class: Optional[int] = None
+    holdout: float = 0.0  # the fraction of each class of `data` set aside first, whatever the seed (0: none)
+
+    def __post_init__(self):
+        check_holdout(self.holdout)
 
     def record(self) -> dict:
         """run.json's "data_source": absolute paths, so the split can be redrawn from any working directory."""
@@ -76,17 +81,23 @@ class SplitSpec:
         val = ({"kind": "folder", "path": _absolute(self.val_data)} if self.val_data
                else {"kind": "split", "fraction": self.val_fraction})
         limit = {"limit_per_class": self.limit_per_class} if self.limit_per_class else {}
-        return {**where, "seed": self.seed, "val": val, **limit}
+        held = {"holdout": {"fraction": self.holdout, "rule": HOLDOUT_RULE}} if self.holdout else {}
+        return {**where, "seed": self.seed, "val": val, **limit, **held}
 
     @classmethod
     def from_record(cls, record: dict) -> "SplitSpec":
         val = record.get("val") or {}
+        held = record.get("holdout") or {}
+        if held and held.get("rule") != HOLDOUT_RULE:
+            raise DataError(f"the run's held-out split follows rule {held.get('rule')!r}, which this edgevision "
+                            f"does not know (it draws {HOLDOUT_RULE!r}); use the edgevision version that trained it")
         return cls(
             data=CIFAR10 if record.get("kind") == CIFAR10_KIND else record["path"],
             val_data=val.get("path") if val.get("kind") == "folder" else None,
             val_fraction=val.get("fraction", 0.1),
             seed=record["seed"],
             limit_per_class=record.get("limit_per_class"),
+            holdout=held.get("fraction", 0.0),
         )
 
 
@@ -137,7 +148,8 @@ def draw_split(spec: SplitSpec, preprocess: PreprocessConfig, lazy: bool = False
         x, y, _, _ = load_cifar10_arrays()
         pool = array_pool(x, y, CIFAR10_CLASSES, spec, preprocess, lazy)
     else:
-        pool = _folder_pool(spec.data, preprocess, lazy, limit=spec.limit_per_class, seed=spec.seed)
+        pool = _folder_pool(spec.data, preprocess, lazy, limit=spec.limit_per_class, seed=spec.seed,
+                            holdout=spec.holdout)
     return split_pool(pool, spec, preprocess, lazy)
 
 
@@ -220,6 +232,9 @@ def _prepare_array(x_rgb: np.ndarray, preprocess: PreprocessConfig) -> np.ndarra
 def array_pool(x: np.ndarray, y: np.ndarray, classes: Sequence[str], spec: SplitSpec,
                 preprocess: PreprocessConfig, lazy: bool) -> ImagePool:
     """Images already in memory (CIFAR-10's 32x32 arrays are small): lazily, only their resizing is put off."""
+    if spec.holdout:
+        keep = ~holdout_mask(array_keys(len(y)), y, spec.holdout)
+        x, y = x[keep], y[keep]
     if spec.limit_per_class:
         keep = _limit_indices(y, spec.limit_per_class, spec.seed)
         x, y = x[keep], y[keep]
@@ -229,10 +244,16 @@ def array_pool(x: np.ndarray, y: np.ndarray, classes: Sequence[str], spec: Split
     return ImagePool(y, tuple(classes), lambda i: x if i is None else x[i])
 
 
+def array_keys(n: int) -> List[str]:
+    """`holdout_mask`'s keys of CIFAR-10's training arrays: their positions."""
+    return [f"{CIFAR10_KIND}/{i}" for i in range(n)]
+
+
 def _folder_pool(path: str, preprocess: PreprocessConfig, lazy: bool, classes: Optional[Sequence[str]] = None,
-                 limit: Optional[int] = None, seed: int = 0) -> ImagePool:
-    """A folder's readable images. `classes` given: a validation folder, which may hold only some of them."""
-    folder = scan_image_folder(path, classes=classes)
+                 limit: Optional[int] = None, seed: int = 0, holdout: float = 0.0) -> ImagePool:
+    """A folder's readable images (less its held-out split). `classes` given: a validation folder, which may
+    hold only some of them."""
+    folder = without_holdout(scan_image_folder(path, classes=classes), holdout)
     indices = _limit_indices(folder.labels, limit, seed) if limit else None
     transform = decoded_image_transform(preprocess)
     decoded = decode_folder(folder, (lambda image: _READABLE) if lazy else transform, indices)
@@ -295,9 +316,10 @@ def load_split(
     seed: int = 0,
     val_data: Optional[str] = None,
     limit_per_class: Optional[int] = None,
+    holdout: float = 0.0,
 ) -> SplitData:
     """Load training data and carve (or load) the validation set, all prepared for the model."""
-    spec = SplitSpec(data, val_data, val_split, seed, limit_per_class)
+    spec = SplitSpec(data, val_data, val_split, seed, limit_per_class, holdout)
     return _in_memory(draw_split(spec, preprocess), spec)
 
 
@@ -305,13 +327,12 @@ def count_images(spec: SplitSpec) -> Tuple[int, int]:
     """(training, validation) image counts of `spec` before decoding anything (files listed, not read; a file
     that turns out undecodable is still counted): what choosing between memory and disk goes by."""
     if spec.data == CIFAR10:
-        total = 50000 if not spec.limit_per_class else len(CIFAR10_CLASSES) * min(5000, spec.limit_per_class)
-        classes = CIFAR10_CLASSES
+        counts, classes = np.full(len(CIFAR10_CLASSES), 5000), CIFAR10_CLASSES
     else:
         folder = scan_image_folder(spec.data)
-        counts = np.bincount(folder.labels, minlength=len(folder.classes))
-        total = int(np.minimum(counts, spec.limit_per_class).sum() if spec.limit_per_class else counts.sum())
-        classes = folder.classes
+        counts, classes = np.bincount(folder.labels, minlength=len(folder.classes)), folder.classes
+    counts = counts - np.round(counts * spec.holdout).astype(int)
+    total = int(np.minimum(counts, spec.limit_per_class).sum() if spec.limit_per_class else counts.sum())
     if spec.val_data:
         return total, len(scan_image_folder(spec.val_data, classes=classes))
     val = int(round(total * spec.val_fraction))
@@ -365,6 +386,22 @@ def reload_split_parts(run) -> Tuple[SplitPart, SplitPart]:
     split = draw_split(spec, info.preprocess, lazy=True)
     check_run_classes(split.classes, info)
     return split.train, split.val
+
+
+def holdout_arrays(run) -> Tuple[np.ndarray, np.ndarray]:
+    """The held-out images of a run (uint8, model colour order, input size) and labels: the images of its
+    data that training left out before drawing the validation split (`train --holdout`)."""
+    info, spec = recorded_split(run)
+    if not spec.holdout:
+        raise UsageError(f"{info.path} was trained without a held-out split (train --holdout FRACTION); "
+                         "score it on a folder it never saw with `edgevision evaluate --data DIR`")
+    if spec.data == CIFAR10:
+        x, y, _, _ = load_cifar10_arrays()
+        held = holdout_mask(array_keys(len(y)), y, spec.holdout)
+        return _prepare_array(x[held], info.preprocess), y[held]
+    folder = without_holdout(scan_image_folder(spec.data, classes=info.labels), spec.holdout, keep_holdout=True)
+    decoded = decode_folder(folder, decoded_image_transform(info.preprocess))
+    return decoded.pixels, decoded.labels
 
 
 def check_run_classes(classes: Sequence[str], info) -> None:

@@ -30,6 +30,7 @@ from edgevision.edge_runtime.preprocess import PreprocessConfig
 from edgevision.errors import ModelError, UsageError
 from edgevision.train import distributed, streaming
 from edgevision.train import run_dir as rd
+from edgevision.edge_runtime.datasets import check_holdout
 from edgevision.train.data import (Augmentation, SplitData, SplitSpec, channel_stats, check_augmentation,
                                    count_images, load_split, make_batches)
 from edgevision.train.progress import keras_verbose
@@ -75,6 +76,7 @@ class TrainSettings:
     seed: int = 0
     val_split: float = 0.1
     val_data: Optional[str] = None
+    holdout: float = 0.0  # the fixed held-out fraction of each class, left out of training and validation
     mixed_precision: bool = False
     learning_rate: Optional[float] = None  # peak learning rate; None: the architecture's default
     weight_decay: Optional[float] = None  # decoupled; None: WEIGHT_DECAY[arch] (CNN 5e-3 ~ classic 5e-4 L2)
@@ -125,6 +127,7 @@ class TrainSettings:
         if self.arch == "mobilenetv2" and not 0 <= self.head_epochs <= self.epochs:
             raise UsageError(f"--head-epochs must be between 0 and --epochs ({self.epochs}), got {self.head_epochs}")
         check_optimizer_choice(self.optimizer, self.momentum, self.weight_decay, self.lr_schedule)
+        check_holdout(self.holdout)
         check_augmentation(self.rotation, self.zoom, self.color_jitter, self.random_erasing)
         streaming.check_cache_mode(self.cache)
         if self.memory_budget is not None:
@@ -537,17 +540,19 @@ def _load_data(settings: TrainSettings, out: Path, echo: Callable[[str], None], 
     """(the split, the data path it took: memory, disk or none; see edgevision.train.streaming)."""
     started = time.time()
     preprocess = _preprocess_for_loading(settings, out)
-    spec = SplitSpec(settings.data, settings.val_data, settings.val_split, settings.seed, settings.limit_per_class)
+    spec = SplitSpec(settings.data, settings.val_data, settings.val_split, settings.seed, settings.limit_per_class,
+                     settings.holdout)
     cache = _choose_cache(settings, spec, preprocess, cache_dir, echo)
     if cache == "memory":
         split = load_split(settings.data, preprocess, settings.val_split, settings.seed, settings.val_data,
-                           settings.limit_per_class)
+                           settings.limit_per_class, settings.holdout)
     else:
         split = streaming.streamed_split(spec, preprocess, cache, cache_dir)
     for warning in split.skipped:
         echo(f"warning: {warning}")
+    held = f" (a fixed {settings.holdout:g} of each class held out)" if settings.holdout else ""
     echo(
-        f"data: {len(split.x_train)} training and {len(split.x_val)} validation images, "
+        f"data: {len(split.x_train)} training and {len(split.x_val)} validation images{held}, "
         f"{len(split.classes)} classes, loaded in {time.time() - started:.1f}s"
     )
     return split, cache
