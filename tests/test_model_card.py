@@ -172,3 +172,22 @@ def test_each_shipped_cards_header_reads_as_yaml_with_its_split(name):
         meta = read_metadata((MODELS_DIR / BUNDLED[name]).read_bytes())
         assert result["dataset"]["args"]["images"] == meta["metrics"]["n"]
     assert all(0 < m["value"] < 1 and m["type"] == "accuracy" for m in result["metrics"])
+
+
+def test_a_card_with_a_held_out_split_leads_with_the_mean_over_seeds(tmp_path):
+    path = tmp_path / "m.tflite"
+    path.write_bytes(bundled_path("cifar10-cnn").read_bytes())
+    summary = {key: {"n": 3, "mean": mean, "std": 0.0021, "min": mean - 0.002, "max": mean + 0.003}
+               for key, mean in (("holdout_accuracy_file", 0.9211), ("holdout_accuracy_float", 0.9180))}
+    holdout = {"figures": {"images": 5000, "fraction": 0.1, "file": 0.9232, "float": 0.9190}, "summary": summary}
+    text = model_card("cifar10-cnn", RUN, {"quantization": "int8", "metrics": {"accuracy": 0.93, "n": 2250}}, path,
+                      "t", "c", seeds=3, holdout=holdout)
+    body = text.split("---\n", 2)[2]
+    expect = body.index("## What to expect (the fixed held-out split)")
+    assert expect < body.index("## Accuracy (validation split")
+    assert "| this file's recipe (int8), every seed | 92.11 % (sd 0.21, 91.91-92.41) over 3 seeds |" in body
+    assert "| this file (seed 0) | 92.32 % |" in body and "--holdout 0.1" in body
+    header = front(text)
+    # The held-out result comes first in the hub header, its split named, the mean over seeds its first metric.
+    assert header.index('split: "holdout"') < header.index('split: "validation"')
+    assert re.search(r'name: "top-1, this recipe \(int8\), mean over 3 seeds"\n\s+value: 0.9211', header)

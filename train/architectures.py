@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+import numpy as np
+
 from edgevision.edge_runtime.preprocess import MINUS_ONE_TO_ONE, PreprocessConfig
 from edgevision.errors import UsageError, first_line
 
@@ -45,10 +47,27 @@ class CNNConfig:
     # changes how SGD sees the head, so `fold_logit_scale` moves it into the dense layer for the saved model
     # (a Rescaling layer is something tfmot's pruning and QAT cannot wrap). None: no multiplier.
     logit_scale: Optional[float] = 0.125
+    # airbench's shape (Jordan, "94 % on CIFAR-10 in 3.29 seconds", 2024), all off in the ResNet-9 shape above:
+    whiten: bool = False  # stem: a frozen 2x2 conv that whitens patches (set by `set_whitening` from the data)
+    second_conv: Tuple[bool, ...] = (False, False, False)  # per stage: one more conv after the pool
+    bn_scale: bool = True  # False: batch norm learns no scale, only a shift (ReLU nets are scale invariant)
+    # Keras' 0.99 averages the statistics over ~100 steps: several epochs of a short run, so the validation score
+    # lags the weights (findings.md, "Training"); 0.9 follows them within an epoch.
+    bn_momentum: float = 0.99
 
     def __post_init__(self):
-        if len(self.residual) != len(self.widths):
-            raise ValueError(f"CNNConfig: one residual flag per width expected, got {self.residual} for {self.widths}")
+        if not len(self.residual) == len(self.widths) == len(self.second_conv):
+            raise ValueError(f"CNNConfig: one residual and one second_conv flag per width expected, got "
+                             f"{self.residual} and {self.second_conv} for {self.widths}")
+
+
+#: airbench94's net cut to the 1.5 M-parameter budget (its widths 64/256/256 are 2 M): a whitened stem, then
+#: per stage conv -> pool -> conv, no residual adds. `edgevision train cnn --net airbench`.
+AIRBENCH = CNNConfig(stem_width=24, widths=(64, 224, 208), residual=(False, False, False), whiten=True,
+                     second_conv=(True, True, True), bn_scale=False, bn_momentum=0.9)
+CNN_NETS = {"resnet9": CNNConfig(), "airbench": AIRBENCH}
+WHITEN = "stem_whiten"  # the layer `set_whitening` fills
+WHITEN_PATCH = 2
 
 
 def build_cnn(num_classes: int, input_size: Tuple[int, int] = CNN_INPUT, config: CNNConfig = CNNConfig()):
@@ -57,14 +76,23 @@ def build_cnn(num_classes: int, input_size: Tuple[int, int] = CNN_INPUT, config:
 
     def conv_bn_relu(x, width, name):
         x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
-        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = layers.BatchNormalization(momentum=config.bn_momentum, scale=config.bn_scale, name=f"{name}_bn")(x)
         return layers.ReLU(name=f"{name}_relu")(x)
 
     inputs = keras.Input(shape=(*input_size, 3), name="image")
-    x = conv_bn_relu(inputs, config.stem_width, "stem")
-    for i, (width, residual) in enumerate(zip(config.widths, config.residual), start=1):
+    if config.whiten:
+        # Frozen: its kernel is the data's whitening, not learned; the batch norm after it learns the offsets.
+        x = layers.Conv2D(2 * 3 * WHITEN_PATCH**2, WHITEN_PATCH, use_bias=False, trainable=False, name=WHITEN)(inputs)
+        x = layers.BatchNormalization(momentum=config.bn_momentum, scale=False, name="stem_bn")(x)
+        x = layers.ReLU(name="stem_relu")(x)
+    else:
+        x = conv_bn_relu(inputs, config.stem_width, "stem")
+    stages = zip(config.widths, config.residual, config.second_conv)
+    for i, (width, residual, second) in enumerate(stages, start=1):
         x = conv_bn_relu(x, width, f"stage{i}")
         x = layers.MaxPooling2D(name=f"stage{i}_pool")(x)
+        if second:
+            x = conv_bn_relu(x, width, f"stage{i}_conv2")
         if residual:
             branch = conv_bn_relu(x, width, f"stage{i}_res1")
             branch = conv_bn_relu(branch, width, f"stage{i}_res2")
@@ -77,6 +105,29 @@ def build_cnn(num_classes: int, input_size: Tuple[int, int] = CNN_INPUT, config:
         x = layers.Rescaling(config.logit_scale, name=LOGIT_SCALE)(x)
     outputs = layers.Softmax(dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="edgevision_cnn")
+
+
+def whitening_kernel(images: np.ndarray, eps: float = 5e-4) -> np.ndarray:
+    """The stem kernel that whitens the 2x2 patches of `images` (normalised floats, NHWC): each eigenvector of
+    the patch covariance scaled by 1/sqrt(its eigenvalue), and its negation, so after ReLU both signs pass.
+    The first layer then starts where SGD would take many steps to get it (airbench)."""
+    k = WHITEN_PATCH
+    patches = np.lib.stride_tricks.sliding_window_view(images, (k, k), axis=(1, 2))  # N, H', W', C, k, k
+    patches = patches.transpose(0, 1, 2, 4, 5, 3).reshape(-1, k * k * images.shape[-1]).astype(np.float64)
+    patches -= patches.mean(axis=0)
+    eigenvalues, eigenvectors = np.linalg.eigh(patches.T @ patches / len(patches))
+    filters = eigenvectors / np.sqrt(eigenvalues + eps)  # columns: one whitening direction each
+    kernel = filters.reshape(k, k, images.shape[-1], -1)
+    return np.concatenate([kernel, -kernel], axis=-1).astype(np.float32)
+
+
+def set_whitening(model, images: np.ndarray) -> bool:
+    """Fill a whitened stem from `images` (a sample of the normalised training images); False if `model` has none."""
+    names = {layer.name for layer in model.layers}
+    if WHITEN not in names:
+        return False
+    model.get_layer(WHITEN).set_weights([whitening_kernel(images)])
+    return True
 
 
 def fold_logit_scale(model):

@@ -10,7 +10,8 @@ from edgevision.options import seed_option
 # place they are written down.
 from edgevision.train.recipe import DEFAULT_MOMENTUM, LR_SCHEDULES, OPTIMIZERS
 from edgevision.train.streaming import BUDGET_ENV, CACHE_MODES
-from edgevision.train.trainer import CUTOUT_FRACTION, LABEL_SMOOTHING, WEIGHT_DECAY, TrainSettings
+from edgevision.train.architectures import CNN_NETS
+from edgevision.train.trainer import CUTOUT_FRACTION, DEFAULT_CNN_NET, LABEL_SMOOTHING, WEIGHT_DECAY, TrainSettings
 
 
 def _common(f):
@@ -99,6 +100,9 @@ def train():
 
 @train.command("cnn")
 @_common
+@click.option("--net", type=click.Choice(sorted(CNN_NETS)), default=None,
+              help="The network's shape: resnet9 (residual stages) or airbench (a whitened stem, two convs per "
+                   f"stage) [default: {DEFAULT_CNN_NET}].")
 def cnn(**kwargs):
     """A compact residual CNN for 32x32 images (under 1.5 M parameters), e.g. CIFAR-10.
 

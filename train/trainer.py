@@ -26,11 +26,12 @@ from typing import Callable, List, Optional
 import numpy as np
 
 from edgevision import __version__, atomic
-from edgevision.edge_runtime.preprocess import PreprocessConfig
+from edgevision.edge_runtime.preprocess import PreprocessConfig, normalize
 from edgevision.errors import ModelError, UsageError
 from edgevision.train import distributed, streaming
 from edgevision.train import run_dir as rd
 from edgevision.edge_runtime.datasets import check_holdout
+from edgevision.train.architectures import CNN_NETS
 from edgevision.train.data import (Augmentation, SplitData, SplitSpec, channel_stats, check_augmentation,
                                    count_images, load_split, make_batches)
 from edgevision.train.progress import keras_verbose
@@ -46,6 +47,8 @@ SMALL_NETS = ("cnn", "micro")
 # count cuts at most the last batch of an epoch, see distributed.Cluster.batch_multiple).
 _RESUME_IGNORED = {"out", "resume", "verbose", "cache", "memory_budget", "devices", "coordinator", "num_hosts",
                    "host_index"}
+#: The shape `train cnn` builds without --net (architectures.CNN_NETS).
+DEFAULT_CNN_NET = "resnet9"
 #: What "best" means for the checkpoint kept as the run's model.keras (a column of history.csv).
 BEST_MONITOR = "val_accuracy"
 
@@ -84,6 +87,7 @@ class TrainSettings:
     warmup_fraction: float = 0.15
     cutout: Optional[int] = None  # side of the cutout square in pixels; None: the architecture's default
     limit_per_class: Optional[int] = None
+    net: Optional[str] = None  # cnn only: a shape of architectures.CNN_NETS; None: DEFAULT_CNN_NET
     # MobileNetV2 only
     input_size: int = 160  # as accurate as 224 px at about half the compute (findings.md, "Training")
     alpha: float = 1.0
@@ -128,6 +132,8 @@ class TrainSettings:
             raise UsageError(f"--head-epochs must be between 0 and --epochs ({self.epochs}), got {self.head_epochs}")
         check_optimizer_choice(self.optimizer, self.momentum, self.weight_decay, self.lr_schedule)
         check_holdout(self.holdout)
+        if self.net is not None and (self.arch != "cnn" or self.net not in CNN_NETS):
+            raise UsageError(f"--net {self.net!r}: expected one of {sorted(CNN_NETS)}, and only for `train cnn`")
         check_augmentation(self.rotation, self.zoom, self.color_jitter, self.random_erasing)
         streaming.check_cache_mode(self.cache)
         if self.memory_budget is not None:
@@ -378,7 +384,7 @@ def _build(settings: TrainSettings, num_classes: int, preprocess: PreprocessConf
     from edgevision.train import architectures as arch
 
     if settings.arch == "cnn":
-        return arch.build_cnn(num_classes, preprocess.input_size)
+        return arch.build_cnn(num_classes, preprocess.input_size, CNN_NETS[settings.net or DEFAULT_CNN_NET])
     if settings.arch == "micro":
         return arch.build_micro(num_classes, preprocess.input_size)
     model, _ = arch.build_mobilenetv2(num_classes, settings.input_size, settings.alpha, settings.weights)
@@ -627,6 +633,7 @@ def run_phases(plan: RunPlan, history: List[dict], started: float, echo: Callabl
                 continue
             if model is None:
                 model = _build(settings, len(plan.split.classes), plan.preprocess)
+                _fit_to_data(model, plan)
             callback = _epoch_callback(out, phase, history, started, plan.elapsed_before, tracker, plan.cluster.writer)
             _fit_phase(model, phase, plan, state, done, batches, callback, echo, verbose)
             done = phase.end
@@ -635,6 +642,18 @@ def run_phases(plan: RunPlan, history: List[dict], started: float, echo: Callabl
             ckpt = read_checkpoint_state(out)
             model = keras.models.load_model(out / rd.CHECKPOINTS / ckpt["checkpoint"], safe_mode=True)
     return _off_the_devices(plan, model)
+
+
+WHITENING_SAMPLE = 5000  # images: the 12x12 patch covariance is settled long before
+
+
+def _fit_to_data(model, plan: RunPlan) -> None:
+    """Layers set from the training images rather than learned (a whitened stem); a fresh model only."""
+    from edgevision.train.architectures import set_whitening
+
+    x = plan.split.x_train
+    step = max(1, len(x) // WHITENING_SAMPLE)  # every class, whatever order the images come in
+    set_whitening(model, normalize(x[::step][:WHITENING_SAMPLE], plan.preprocess))
 
 
 def _off_the_devices(plan: RunPlan, model):

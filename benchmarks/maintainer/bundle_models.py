@@ -16,6 +16,7 @@ import hashlib
 import json
 import sys
 from pathlib import Path
+from typing import Optional
 
 from edgevision import atomic
 from edgevision.bundled import BUNDLED, MODELS_DIR, build_label
@@ -130,6 +131,24 @@ def cifar10_fields(name: str, run: dict, meta: dict, build: str) -> dict:
                         "seed": s.get("seed")}}
     return hub_fields(name, LICENSE, ["cifar10"], [t for t in tags if t], dataset,
                       [x for x in metrics if x["value"] is not None])
+
+
+def with_holdout_result(fields: dict, holdout: Optional[dict], build: str) -> dict:
+    """The front matter with a second result, on the held-out split, listed first (the figure to expect)."""
+    if not holdout:
+        return fields
+    fig, summary = holdout["figures"], holdout.get("summary")
+    metrics = [*([{"type": "accuracy", "name": f"top-1, this recipe ({build}), mean over "
+                   f"{summary['holdout_accuracy_file']['n']} seeds", "value": summary["holdout_accuracy_file"]["mean"]}]
+                 if summary else []),
+               {"type": "accuracy", "name": f"top-1, this file ({build})", "value": fig["file"]},
+               {"type": "accuracy", "name": "top-1, Keras float32", "value": fig["float"]}]
+    dataset = {"type": "cifar10", "name": "CIFAR-10", "split": "holdout",
+               "args": {"held_out_from": "train", "images": fig["images"], "fraction": fig["fraction"],
+                        "rule": "holdout-v1"}}
+    result = {"task": fields["model-index"][0]["results"][0]["task"], "dataset": dataset, "metrics": metrics}
+    fields["model-index"][0]["results"].insert(0, result)
+    return fields
 
 
 def intended_use_lines(labels) -> list:
@@ -272,20 +291,59 @@ def micro_lines(fig: dict) -> list:
     ]
 
 
+def holdout_figures(run_dir: Path, tflite: Path) -> dict:
+    """This run's model (float) and `tflite` scored on the run's fixed held-out split (`train --holdout`)."""
+    from edgevision.edge_runtime.evaluation import evaluate_arrays
+    from edgevision.edge_runtime.inference import load_predictor
+    from edgevision.train.data import holdout_arrays, recorded_split
+
+    pixels, labels = holdout_arrays(run_dir)
+    scores = {kind: evaluate_arrays(load_predictor(ref), pixels, labels).accuracy
+              for kind, ref in (("float", run_dir), ("file", tflite))}
+    return {"images": int(len(labels)), "fraction": recorded_split(run_dir)[1].holdout, **scores}
+
+
+def _spread_text(f: dict) -> str:
+    return (f"{_pct(f['mean'])} (sd {f['std'] * 100:.2f}, {f['min'] * 100:.2f}-{f['max'] * 100:.2f}) over "
+            f"{f['n']} seed{'s' if f['n'] > 1 else ''}")
+
+
+def holdout_lines(fig: dict, seed: int, build: str, summary: Optional[dict] = None) -> list:
+    """The card's lead: the held-out split, with the mean over seeds first when `summary` (seeds.json) is given."""
+    over_seeds = [f"| this file's recipe ({build}), every seed | {_spread_text(summary['holdout_accuracy_file'])} |",
+                  f"| Keras float32, every seed | {_spread_text(summary['holdout_accuracy_float'])} |"] if summary else []
+    return [
+        "## What to expect (the fixed held-out split)",
+        "",
+        f"{fig['images']:,} images: a fixed {fig['fraction']:g} of each class of the training images (those whose "
+        "paths hash lowest), set aside before any split was drawn. No run trained or validated on them, and no "
+        "recipe, seed or checkpoint was chosen on them; measure them again with `edgevision evaluate MODEL --data "
+        f"DIR --holdout {fig['fraction']:g}` on the same folder.",
+        "",
+        "| model | top-1 |",
+        "|---|---|",
+        *over_seeds,
+        f"| this file (seed {seed}) | {_pct(fig['file'])} |",
+        f"| Keras float32 (seed {seed}) | {_pct(fig['float'])} |",
+        "",
+    ]
+
+
 def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, convert_cmd: str,
-               hardware: str = CPU_SHARED, note: str = "", seeds: int = 1, sections: tuple = ()) -> str:
+               hardware: str = CPU_SHARED, note: str = "", seeds: int = 1, sections: tuple = (),
+               holdout: Optional[dict] = None) -> str:
     """The card's text. `sections`: more lines (e.g. `micro_lines`) before how accuracy was measured. `note`: what the run's files cannot say (e.g. that this run is the better of two seeds),
     printed under the accuracy table so nobody reads the figure without it. `seeds`: how many runs of the recipe
-    there were, of which this is one."""
+    there were, of which this is one. `holdout`: {"figures": holdout_figures(...), "summary": seeds.json or None},
+    which the card then leads with."""
     s = run.get("settings", {})
     m = meta.get("metrics", {})
     data = tflite.read_bytes()
     tta = meta.get("test_time_augmentation") or {}
-    extra = build_label(meta.get("optimizations") or (), tta.get("mode"))
-    build = ", ".join(filter(None, [meta.get("quantization") or "-", extra]))
+    build = _build_text(meta)
     labels = list(read_model_metadata(data).labels or ())
     lines = [
-        *front_matter(cifar10_fields(name, run, meta, build)),
+        *front_matter(with_holdout_result(cifar10_fields(name, run, meta, build), holdout, build)),
         f"# {name}",
         "",
         f"A TensorFlow Lite image classifier ({build}) for the {len(labels)} "
@@ -313,6 +371,7 @@ def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, c
         f"- Versions: edgevision {run.get('edgevision')}, Keras {run.get('keras')} ({run.get('backend')} backend), "
         f"TensorFlow {meta.get('producer', {}).get('tensorflow')}",
         "",
+        *(holdout_lines(holdout["figures"], s.get("seed"), build, holdout.get("summary")) if holdout else []),
         "## Accuracy (validation split: images the model never trained on)",
         "",
         "| model | top-1 |",
@@ -330,6 +389,13 @@ def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, c
         *file_lines(data),
     ]
     return "\n".join(lines)
+
+
+def _build_text(meta: dict) -> str:
+    """"int8, flip TTA": what the converter made, in words."""
+    tta = meta.get("test_time_augmentation") or {}
+    extra = build_label(meta.get("optimizations") or (), tta.get("mode"))
+    return ", ".join(filter(None, [meta.get("quantization") or "-", extra]))
 
 
 FILE_SECTION = "## The file"
@@ -397,6 +463,8 @@ def main(argv=None) -> int:
     p.add_argument("--hardware", default=CPU_SHARED, help="what the model was trained on, in words")
     p.add_argument("--note", default="", help="a paragraph for the accuracy section, e.g. how this run was chosen")
     p.add_argument("--seeds", type=int, default=1, help="how many runs (seeds) of the recipe there were")
+    p.add_argument("--seed-summary", type=Path, default=None,
+                   help="seeds.json of benchmarks/maintainer/seeds.py score: the card leads with its held-out mean")
     p.add_argument("--micro", action="store_true",
                    help="a microcontroller model: measure it in TensorFlow Lite Micro on the run's validation "
                         "split (arena, flash, agreement with LiteRT) for the card")
@@ -416,9 +484,14 @@ def main(argv=None) -> int:
     data = with_credits(data, args.name)
     atomic.write_bytes(target, data)
     sections = tuple(micro_section(args.run, data)) if args.micro else ()
+    holdout = None
+    if run.get("data_source", {}).get("holdout"):
+        holdout = {"figures": holdout_figures(args.run, target),
+                   "summary": json.loads(args.seed_summary.read_text()) if args.seed_summary else None}
+        atomic.write_json(args.run / "holdout.json", holdout["figures"])
     # The card describes the file as bundled (with the credits just written), not the converter's output.
     card = model_card(args.name, run, meta, target, args.train_command, args.convert_command,
-                      args.hardware, args.note, args.seeds, sections)
+                      args.hardware, args.note, args.seeds, sections, holdout)
     atomic.write_text(target.with_suffix(".md"), card)
     print(f"bundled {target} ({len(data):,} bytes) and {target.with_suffix('.md')}")
     return 0
