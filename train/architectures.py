@@ -49,13 +49,15 @@ class CNNConfig:
     logit_scale: Optional[float] = 0.125
     # airbench's shape (Jordan, "94 % on CIFAR-10 in 3.29 seconds", 2024), all off in the ResNet-9 shape above:
     whiten: bool = False  # stem: a frozen 2x2 conv that whitens patches (set by `set_whitening` from the data)
-    second_conv: Tuple[bool, ...] = (False, False, False)  # per stage: one more conv after the pool
+    second_conv: Optional[Tuple[bool, ...]] = None  # per stage: one more conv after the pool; None: none
     bn_scale: bool = True  # False: batch norm learns no scale, only a shift (ReLU nets are scale invariant)
     # Keras' 0.99 averages the statistics over ~100 steps: several epochs of a short run, so the validation score
     # lags the weights (findings.md, "Training"); 0.9 follows them within an epoch.
     bn_momentum: float = 0.99
 
     def __post_init__(self):
+        if self.second_conv is None:
+            object.__setattr__(self, "second_conv", (False,) * len(self.widths))
         if not len(self.residual) == len(self.widths) == len(self.second_conv):
             raise ValueError(f"CNNConfig: one residual and one second_conv flag per width expected, got "
                              f"{self.residual} and {self.second_conv} for {self.widths}")
