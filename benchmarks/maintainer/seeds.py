@@ -29,6 +29,8 @@ import numpy as np
 from edgevision import atomic
 
 SUMMARY = "seeds.json"
+#: The edgevision command line of the Python running this script (the console script may not be on PATH).
+EDGEVISION = [sys.executable, "-m", "edgevision.cli"]
 CONVERTED = "converted.tflite"
 
 
@@ -44,7 +46,7 @@ def train_seeds(work: Path, seeds: Sequence[int], train_args: Sequence[str], par
         while pending and len(running) < parallel:
             seed = pending.pop(0)
             out = seed_dir(work, seed)
-            command = ["edgevision", "train", *train_args, "--seed", str(seed), "--out", str(out)]
+            command = [*EDGEVISION, "train", *train_args, "--seed", str(seed), "--out", str(out)]
             log = open(work / f"seed{seed}.log", "ab")
             running.append((seed, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log))
         seed, process, log = running.pop(0)
@@ -60,7 +62,7 @@ def convert_seed(run: Path, convert_args: Sequence[str]) -> Path:
     """The seed's model converted with `edgevision convert RUN CONVERT_ARGS` (once; a later call reuses it)."""
     out = run / CONVERTED
     if not out.is_file():
-        command = ["edgevision", "convert", str(run), *convert_args, "--out", str(out),
+        command = [*EDGEVISION, "convert", str(run), *convert_args, "--out", str(out),
                    "--report", str(run / "convert-report.json")]
         subprocess.run(command, check=True)
     return out
