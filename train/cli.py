@@ -121,6 +121,11 @@ MICRO_EPOCHS, MICRO_BATCH = 40, 512
 
 @train.command("micro")
 @_common
+@click.option("--teacher", default=None, metavar="MODEL",
+              help="Distil from a trained model of the same classes and input (a .tflite file, a bundled name such "
+                   "as cifar10-cnn, or a run directory): each training target mixes in its probabilities.")
+@click.option("--distill-weight", type=float, default=TrainSettings.distill_weight, show_default=True,
+              help="With --teacher: the teacher's share of each target (the one-hot label has the rest).")
 def micro(**kwargs):
     """A residual CNN for microcontrollers (32x32 images, about 128 K parameters): its int8 file fits in
     160 KiB of flash and runs in TensorFlow Lite Micro within a 256 KiB arena.

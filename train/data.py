@@ -436,12 +436,13 @@ class BatchPlan:
 
     def __init__(self, x, targets: np.ndarray, preprocess: PreprocessConfig, batch_size: int,
                  seed: int, augment: Optional[Augmentation] = None, shuffle: bool = True,
-                 shard: Tuple[int, int] = (0, 1), multiple: int = 1):
+                 shard: Tuple[int, int] = (0, 1), multiple: int = 1, teacher: Optional["Teacher"] = None):
         """`x`: uint8 images, an array or an array-like that reads them on demand (`streaming.PixelSource`).
         `shard` (index, count): this process keeps its share of every batch, the rest go to the other
         processes of a multi-host run. `multiple`: every batch is cut to a multiple of this (the device count,
-        which must split each batch evenly), which can only shorten the last batch of an epoch."""
-        self.x, self.targets, self.preprocess = x, targets, preprocess
+        which must split each batch evenly), which can only shorten the last batch of an epoch.
+        `teacher`: mixes a trained model's probabilities of each augmented image into its targets."""
+        self.x, self.targets, self.preprocess, self.teacher = x, targets, preprocess, teacher
         self.batch_size, self.seed, self.augment, self.shuffle = batch_size, seed, augment, shuffle
         self.shard, self.multiple = shard, multiple
         # Cutout fills with the normalisation mean, so a blanked square becomes zero after normalize():
@@ -471,7 +472,10 @@ class BatchPlan:
         # its share, so the processes together train on exactly the batches one process would.
         index, count = self.shard
         share = slice(index * len(idx) // count, (index + 1) * len(idx) // count)
-        return normalize(pixels[share], self.preprocess), self.targets[idx][share]
+        targets = self.targets[idx][share]
+        if self.teacher is not None:
+            targets = self.teacher.mix(pixels[share], targets)
+        return normalize(pixels[share], self.preprocess), targets
 
     def _augmented(self, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         # The draws happen in a fixed order (crop, flip, [rotate/zoom, jitter], cutout, [erase]): changing it
@@ -561,6 +565,21 @@ def random_erase(batch: np.ndarray, rng: np.random.Generator, probability: float
         batch[k, top[k] : top[k] + eh[k], left[k] : left[k] + ew[k]] = patch.astype(batch.dtype)
 
 
+@dataclass(frozen=True)
+class Teacher:
+    """Knowledge distillation (Hinton et al., 2015) with soft targets: each training image's target becomes
+    `weight` of a trained model's probabilities for that image, as augmented, plus the rest of its one-hot
+    label. The teacher is a .tflite file run by LiteRT, so it costs the student's backend nothing and runs
+    anywhere the edge runtime does; it sees the student's pixels, before normalisation."""
+
+    probabilities: Callable[[np.ndarray], np.ndarray]  # uint8 pixels (N, H, W, 3) -> (N, classes)
+    weight: float
+
+    def mix(self, pixels: np.ndarray, one_hot: np.ndarray) -> np.ndarray:
+        soft = np.asarray(self.probabilities(pixels), dtype=np.float32)
+        return (self.weight * soft + (1.0 - self.weight) * one_hot).astype(np.float32)
+
+
 def make_batches(
     x: np.ndarray,
     y: np.ndarray,
@@ -572,6 +591,7 @@ def make_batches(
     num_classes: Optional[int] = None,
     shard: Tuple[int, int] = (0, 1),
     multiple: int = 1,
+    teacher: Optional[Teacher] = None,
 ):
     """A keras.utils.PyDataset over the uint8 images (works on every Keras backend): cached arrays, or a
     streamed source (`streaming.PixelSource`, which reads each batch's images in parallel itself).
@@ -580,7 +600,7 @@ def make_batches(
     `shard` and `multiple`: see BatchPlan.
     """
     targets = np.eye(num_classes, dtype=np.float32)[y] if num_classes else y
-    plan = BatchPlan(x, targets, preprocess, batch_size, seed, augment, shuffle, shard, multiple)
+    plan = BatchPlan(x, targets, preprocess, batch_size, seed, augment, shuffle, shard, multiple, teacher)
     return _keras_batches(plan)
 
 

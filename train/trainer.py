@@ -32,7 +32,7 @@ from edgevision.train import distributed, streaming
 from edgevision.train import run_dir as rd
 from edgevision.edge_runtime.datasets import check_holdout
 from edgevision.train.architectures import CNN_NETS
-from edgevision.train.data import (Augmentation, SplitData, SplitSpec, channel_stats, check_augmentation,
+from edgevision.train.data import (Augmentation, SplitData, SplitSpec, Teacher, channel_stats, check_augmentation,
                                    count_images, load_split, make_batches)
 from edgevision.train.progress import keras_verbose
 from edgevision.train.recipe import check_optimizer_choice, class_weights, make_optimizer, momentum_for, schedule
@@ -88,6 +88,8 @@ class TrainSettings:
     cutout: Optional[int] = None  # side of the cutout square in pixels; None: the architecture's default
     limit_per_class: Optional[int] = None
     net: Optional[str] = None  # cnn only: a shape of architectures.CNN_NETS; None: DEFAULT_CNN_NET
+    teacher: Optional[str] = None  # a trained model (.tflite, bundled name, run) to distil from; None: labels only
+    distill_weight: float = 0.5  # with a teacher: its share of each target, the one-hot label the rest
     # MobileNetV2 only
     input_size: int = 160  # as accurate as 224 px at about half the compute (findings.md, "Training")
     alpha: float = 1.0
@@ -132,6 +134,8 @@ class TrainSettings:
             raise UsageError(f"--head-epochs must be between 0 and --epochs ({self.epochs}), got {self.head_epochs}")
         check_optimizer_choice(self.optimizer, self.momentum, self.weight_decay, self.lr_schedule)
         check_holdout(self.holdout)
+        if not 0.0 < self.distill_weight <= 1.0:
+            raise UsageError(f"--distill-weight must be above 0 and at most 1, got {self.distill_weight}")
         if self.net is not None and (self.arch != "cnn" or self.net not in CNN_NETS):
             raise UsageError(f"--net {self.net!r}: expected one of {sorted(CNN_NETS)}, and only for `train cnn`")
         check_augmentation(self.rotation, self.zoom, self.color_jitter, self.random_erasing)
@@ -675,10 +679,30 @@ def _train_and_val_batches(plan: RunPlan):
     num_classes, side = len(split.classes), split.x_train.shape[1]
     spread = {"shard": (cluster.process_index, cluster.process_count), "multiple": cluster.batch_multiple}
     train = make_batches(split.x_train, split.y_train, pre, s.batch_size, s.seed, augmentation_for(s, side), True,
-                         num_classes, **spread)
+                         num_classes, **spread, teacher=make_teacher(s, split.classes, pre))
     val_batch = -(-max(256, s.batch_size) // cluster.batch_multiple) * cluster.batch_multiple
     val = make_batches(split.x_val, split.y_val, pre, val_batch, s.seed, None, False, num_classes, **spread)
     return train, val
+
+
+def make_teacher(settings: TrainSettings, classes, preprocess: PreprocessConfig) -> Optional[Teacher]:
+    """The distillation teacher of `--teacher`: it must name the same classes, in order, and read the student's
+    pixels as they are (same input size and colour order)."""
+    if not settings.teacher:
+        return None
+    from edgevision.edge_runtime.evaluation import predict_arrays
+    from edgevision.edge_runtime.inference import load_predictor
+
+    predictor = load_predictor(settings.teacher)
+    if list(predictor.labels) != list(classes):
+        raise UsageError(f"--teacher {settings.teacher} has labels {list(predictor.labels)[:5]}..., the data's classes "
+                         f"are {list(classes)[:5]}...: a teacher must be trained on the same classes, in order")
+    theirs, mine = predictor.preprocess, preprocess
+    if tuple(theirs.input_size) != tuple(mine.input_size) or theirs.color_order != mine.color_order:
+        raise UsageError(f"--teacher {settings.teacher} reads {theirs.color_order} {tuple(theirs.input_size)} pixels, "
+                         f"the student {mine.color_order} {tuple(mine.input_size)}: pick a teacher of the same input")
+    return Teacher(lambda pixels: predict_arrays(predictor, pixels, batch_size=len(pixels) or 1),
+                   settings.distill_weight)
 
 
 def _fit_phase(model, phase: Phase, plan: RunPlan, state: Optional[dict], done: int, batches, callback,
