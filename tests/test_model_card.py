@@ -191,3 +191,12 @@ def test_a_card_with_a_held_out_split_leads_with_the_mean_over_seeds(tmp_path):
     # The held-out result comes first in the hub header, its split named, the mean over seeds its first metric.
     assert header.index('split: "holdout"') < header.index('split: "validation"')
     assert re.search(r'name: "top-1, this recipe \(int8\), mean over 3 seeds"\n\s+value: 0.9211', header)
+
+
+def test_a_distilled_model_names_its_teacher(tmp_path):
+    path = tmp_path / "m.tflite"
+    path.write_bytes(bundled_path("cifar10-cnn").read_bytes())
+    run = {**RUN, "settings": {**RUN["settings"], "teacher": "/w/teacher-int8-flip-tta.tflite", "distill_weight": 0.5}}
+    text = model_card("cifar10-micro", run, {"metrics": {"accuracy": 0.9, "n": 2250}}, path, "t", "c")
+    assert "- Distilled from: `teacher-int8-flip-tta.tflite` (knowledge distillation: each training target is 0.5" in text
+    assert "Distilled from" not in card(tmp_path)

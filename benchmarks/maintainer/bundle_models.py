@@ -358,10 +358,14 @@ def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, c
                                                if s.get("arch") == "mobilenetv2" else ""),
         f"- Data: {run.get('data_source', {}).get('kind')} `{Path(str(s.get('data'))).name}`: the 50,000 CIFAR-10 "
         f"training images; {run.get('num_train')} for training, {run.get('num_val')} held out for validation "
-        f"(stratified split, fraction {s.get('val_split')}, seed {s.get('seed')})",
+        f"(stratified split, fraction {s.get('val_split')}, seed {s.get('seed')})" +
+        (f", after a fixed {s['holdout']:g} of each class was set aside (the held-out split)" if s.get("holdout") else ""),
         f"- Epochs: {s.get('epochs')}, batch size {s.get('batch_size')}, seed {s.get('seed')}, "
         f"precision {run.get('precision_policy')}",
         f"- Augmentation: {_augmentation(run.get('augmentation'))}",
+        *([f"- Distilled from: `{Path(s['teacher']).name}` (knowledge distillation: each training target is "
+           f"{s.get('distill_weight')} of its probabilities for the augmented image, the one-hot label the rest)"]
+          if s.get("teacher") else []),
         *_fine_tune_lines(meta.get("fine_tune")),
         *_bias_correction_lines(meta.get("bias_correction")),
         *([f"- Test-time augmentation: {tta['mode']}, inside the graph: each invoke runs {tta.get('views')} views "
