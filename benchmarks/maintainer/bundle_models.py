@@ -356,10 +356,7 @@ def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, c
         f"- Conversion command: `{convert_cmd}`",
         f"- Architecture: {s.get('arch')}" + (f" (input {s.get('input_size')}, alpha {s.get('alpha')}, weights {s.get('weights')})"
                                                if s.get("arch") == "mobilenetv2" else ""),
-        f"- Data: {run.get('data_source', {}).get('kind')} `{Path(str(s.get('data'))).name}`: the 50,000 CIFAR-10 "
-        f"training images; {run.get('num_train')} for training, {run.get('num_val')} held out for validation "
-        f"(stratified split, fraction {s.get('val_split')}, seed {s.get('seed')})" +
-        (f", after a fixed {s['holdout']:g} of each class was set aside (the held-out split)" if s.get("holdout") else ""),
+        _data_line(run),
         f"- Epochs: {s.get('epochs')}, batch size {s.get('batch_size')}, seed {s.get('seed')}, "
         f"precision {run.get('precision_policy')}",
         f"- Augmentation: {_augmentation(run.get('augmentation'))}",
@@ -393,6 +390,15 @@ def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, c
         *file_lines(data),
     ]
     return "\n".join(lines)
+
+
+def _data_line(run: dict) -> str:
+    """What the run trained on and what it kept back (validation, and a held-out split when there is one)."""
+    s = run.get("settings", {})
+    held = f", after a fixed {s['holdout']:g} of each class was set aside (the held-out split)" if s.get("holdout") else ""
+    return (f"- Data: {run.get('data_source', {}).get('kind')} `{Path(str(s.get('data'))).name}`: the 50,000 CIFAR-10 "
+            f"training images; {run.get('num_train')} for training, {run.get('num_val')} held out for validation "
+            f"(stratified split, fraction {s.get('val_split')}, seed {s.get('seed')}){held}")
 
 
 def _build_text(meta: dict) -> str:
