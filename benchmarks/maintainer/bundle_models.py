@@ -360,9 +360,7 @@ def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, c
         f"- Epochs: {s.get('epochs')}, batch size {s.get('batch_size')}, seed {s.get('seed')}, "
         f"precision {run.get('precision_policy')}",
         f"- Augmentation: {_augmentation(run.get('augmentation'))}",
-        *([f"- Distilled from: `{Path(s['teacher']).name}` (knowledge distillation: each training target is "
-           f"{s.get('distill_weight')} of its probabilities for the augmented image, the one-hot label the rest)"]
-          if s.get("teacher") else []),
+        *_teacher_lines(s),
         *_fine_tune_lines(meta.get("fine_tune")),
         *_bias_correction_lines(meta.get("bias_correction")),
         *([f"- Test-time augmentation: {tta['mode']}, inside the graph: each invoke runs {tta.get('views')} views "
@@ -390,6 +388,13 @@ def model_card(name: str, run: dict, meta: dict, tflite: Path, train_cmd: str, c
         *file_lines(data),
     ]
     return "\n".join(lines)
+
+
+def _teacher_lines(settings: dict) -> list:
+    if not settings.get("teacher"):
+        return []
+    return [f"- Distilled from: `{Path(settings['teacher']).name}` (knowledge distillation: each training target is "
+            f"{settings.get('distill_weight')} of its probabilities for the augmented image, the one-hot label the rest)"]
 
 
 def _data_line(run: dict) -> str:
