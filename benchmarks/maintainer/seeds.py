@@ -70,17 +70,12 @@ def convert_seed(run: Path, convert_args: Sequence[str]) -> Path:
 
 def score_seed(run: Path, convert_args: Sequence[str]) -> dict:
     """One seed's figures: validation (float) as training scored it, and the held-out split, float and file."""
-    from edgevision.edge_runtime.evaluation import evaluate_arrays
-    from edgevision.edge_runtime.inference import load_predictor
-    from edgevision.train.data import holdout_arrays
+    from edgevision.benchmarks.maintainer.bundle_models import holdout_figures
 
     record = json.loads((run / "run.json").read_text())
-    pixels, labels = holdout_arrays(run)
-    tflite = convert_seed(run, convert_args)
-    held = {kind: evaluate_arrays(load_predictor(ref), pixels, labels).accuracy
-            for kind, ref in (("float", run), ("file", tflite))}
+    held = holdout_figures(run, convert_seed(run, convert_args))  # what the card of that file would say
     return {"seed": record["settings"]["seed"], "run": str(run), "val_accuracy_float": record.get("val_accuracy"),
-            "holdout_images": int(len(labels)), "holdout_accuracy_float": held["float"],
+            "holdout_images": held["images"], "holdout_accuracy_float": held["float"],
             "holdout_accuracy_file": held["file"], "train_seconds": record.get("train_seconds")}
 
 
