@@ -123,10 +123,13 @@ def whitening_kernel(images: np.ndarray, eps: float = 5e-4) -> np.ndarray:
     return np.concatenate([kernel, -kernel], axis=-1).astype(np.float32)
 
 
+def has_whitened_stem(model) -> bool:
+    return WHITEN in {layer.name for layer in model.layers}
+
+
 def set_whitening(model, images: np.ndarray) -> bool:
     """Fill a whitened stem from `images` (a sample of the normalised training images); False if `model` has none."""
-    names = {layer.name for layer in model.layers}
-    if WHITEN not in names:
+    if not has_whitened_stem(model):
         return False
     model.get_layer(WHITEN).set_weights([whitening_kernel(images)])
     return True

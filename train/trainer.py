@@ -653,8 +653,10 @@ WHITENING_SAMPLE = 5000  # images: the 12x12 patch covariance is settled long be
 
 def _fit_to_data(model, plan: RunPlan) -> None:
     """Layers set from the training images rather than learned (a whitened stem); a fresh model only."""
-    from edgevision.train.architectures import set_whitening
+    from edgevision.train.architectures import has_whitened_stem, set_whitening
 
+    if not has_whitened_stem(model):  # the sample would be read (from disk, when streamed) for nothing
+        return
     x = plan.split.x_train
     step = max(1, len(x) // WHITENING_SAMPLE)  # every class, whatever order the images come in
     set_whitening(model, normalize(x[::step][:WHITENING_SAMPLE], plan.preprocess))
