@@ -569,8 +569,8 @@ def random_erase(batch: np.ndarray, rng: np.random.Generator, probability: float
 class Teacher:
     """Knowledge distillation (Hinton et al., 2015) with soft targets: each training image's target becomes
     `weight` of a trained model's probabilities for that image, as augmented, plus the rest of its one-hot
-    label. The teacher is a .tflite file run by LiteRT, so it costs the student's backend nothing and runs
-    anywhere the edge runtime does; it sees the student's pixels, before normalisation."""
+    label. A .tflite teacher runs in LiteRT, so it costs the student's backend nothing and runs anywhere the
+    edge runtime does (a run directory is scored by Keras); it sees the student's pixels, before normalisation."""
 
     probabilities: Callable[[np.ndarray], np.ndarray]  # uint8 pixels (N, H, W, 3) -> (N, classes)
     weight: float
