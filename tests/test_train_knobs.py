@@ -227,6 +227,43 @@ def test_the_recipe_optimizers_are_built_as_before():
     assert type(adam) is keras.optimizers.Adam and not adam.weight_decay
     rms = make_optimizer("rmsprop", 1e-3, 5e-3, 0.5)
     assert isinstance(rms, keras.optimizers.RMSprop) and rms.momentum == 0.5
+    assert not any(o.use_ema for o in (sgd, adamw, adam, rms))  # lookahead only when asked for
+
+
+def _tiny_classifier():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Softmax()])
+
+
+def test_lookahead_resets_the_net_to_the_average_and_checkpoints_carry_it(tmp_path):
+    import keras
+
+    from edgevision.train.recipe import EMA_EVERY
+    from edgevision.train.trainer import Phase, TrainSettings, _compile, _recompile_keeping_state
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 4)), np.eye(3)[rng.integers(0, 3, 64)]
+    settings = TrainSettings(arch="cnn", data="d", out="o", epochs=2, batch_size=8, ema=0.8)
+    phase = Phase("train", 0, 2, 0.5, "sgd", warmup=True)
+    plain, ahead = _tiny_classifier(), _tiny_classifier()
+    _compile(plain, phase, TrainSettings(arch="cnn", data="d", out="o", epochs=2, batch_size=8), 8)
+    _compile(ahead, phase, settings, 8)
+    assert ahead.optimizer.use_ema and ahead.optimizer.ema_overwrite_frequency == EMA_EVERY
+    for model in (plain, ahead):
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    averages = [keras.ops.convert_to_numpy(v) for v in ahead.optimizer._model_variables_moving_average]
+    # fit() ends with the net set to the average, so the saved model is the averaged one...
+    for weight, average in zip(ahead.get_weights(), averages):
+        np.testing.assert_array_equal(weight, average)
+    assert not np.allclose(plain.get_weights()[0], ahead.get_weights()[0])  # ...which differs from plain SGD
+    # ...and a checkpoint keeps the average among the optimizer's state, which a resumed run goes on from.
+    ahead.save(tmp_path / "ckpt.keras")
+    loaded = keras.models.load_model(tmp_path / "ckpt.keras")
+    _recompile_keeping_state(loaded, phase, settings, 8)
+    for kept, average in zip(loaded.optimizer._model_variables_moving_average, averages):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(kept), average)
 
 
 def _rates(schedule, steps):
@@ -254,6 +291,8 @@ def test_learning_rate_schedules():
     (("--rotation", 400), "--rotation must be between"),
     (("--random-erasing", 2), "--random-erasing must be between"),
     (("--zoom", -0.1), "--zoom must be between"),
+    (("--ema", 1.0), "--ema must be at least 0"),
+    (("--translate", -1), "--translate must be 0"),
 ])
 def test_bad_knobs_are_one_line_errors(tmp_path, args, message):
     result = run_main("train", "cnn", "--data", tmp_path, "--out", tmp_path / "run", *args)
@@ -338,6 +377,15 @@ def test_augmentation_knobs_off_give_the_recipes_batches_and_on_change_them():
     first = BatchPlan(x, targets, pre, 4, seed=0, augment=on).batch(0)[0]
     assert not np.array_equal(first, recipe)
     assert np.array_equal(BatchPlan(x, targets, pre, 4, seed=0, augment=on).batch(0)[0], first)  # seeded
+
+
+def test_translate_sets_the_shift_and_defaults_to_an_eighth_of_the_side():
+    from edgevision.train.trainer import TrainSettings, augmentation_for
+
+    base = dict(arch="cnn", data="d", out="o", epochs=1, batch_size=8)
+    assert augmentation_for(TrainSettings(**base), 32).pad == 4
+    assert augmentation_for(TrainSettings(**base), 160).pad == 20
+    assert [augmentation_for(TrainSettings(**base, translate=t), 32).pad for t in (0, 2)] == [0, 2]
 
 
 # --- progress -----------------------------------------------------------------------------------------------

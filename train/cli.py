@@ -8,7 +8,7 @@ from edgevision.errors import UsageError
 from edgevision.options import seed_option
 # No TensorFlow or Keras behind this import: the defaults below are read from the settings dataclass, the one
 # place they are written down.
-from edgevision.train.recipe import DEFAULT_MOMENTUM, LR_SCHEDULES, OPTIMIZERS
+from edgevision.train.recipe import DEFAULT_MOMENTUM, EMA_EVERY, LR_SCHEDULES, OPTIMIZERS
 from edgevision.train.streaming import BUDGET_ENV, CACHE_MODES
 from edgevision.train.architectures import CNN_NETS
 from edgevision.train.trainer import CUTOUT_FRACTION, DEFAULT_CNN_NET, LABEL_SMOOTHING, WEIGHT_DECAY, TrainSettings
@@ -41,6 +41,9 @@ def _common(f):
         click.option("--cutout", type=int, default=None,
                      help="Side in pixels of a random square blanked out of each training image; 0 disables "
                           f"[default: 1/{CUTOUT_FRACTION} of the input side: 8 for cnn and micro, 40 for mobilenetv2 at 160 px]."),
+        click.option("--translate", type=int, default=None,
+                     help="Augmentation: pad-and-crop shift of up to this many pixels each way; 0 disables "
+                          "[default: 1/8 of the input side: 4 for cnn and micro, 20 for mobilenetv2 at 160 px]."),
         click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None,
                      help="Optimizer [default: the model's recipe: sgd (Nesterov) for cnn and micro, adamw for mobilenetv2]."),
         click.option("--momentum", type=float, default=None,
@@ -50,6 +53,9 @@ def _common(f):
                      show_default=True,
                      help="Learning rate over each phase: cosine decay, constant, or step (x0.1 at 1/2 and 3/4); "
                           "cnn warms up first with cosine and constant."),
+        click.option("--ema", type=float, default=TrainSettings.ema, show_default=True,
+                     help="Lookahead: keep a moving average of the weights (this momentum per step) and reset the "
+                          f"net to it every {EMA_EVERY} steps, as airbench does; 0 disables."),
         click.option("--class-weight", default=None, metavar="balanced|FILE",
                      help="Weigh the loss per class: 'balanced' (inverse class frequency) or a JSON file "
                           "{class: weight} (classes it omits weigh 1) [default: every class weighs 1]."),

@@ -27,6 +27,9 @@ DEFAULT_MOMENTUM = {"sgd": 0.9, "rmsprop": 0.0}
 STEP_BOUNDARIES = (0.5, 0.75)
 STEP_FACTOR = 0.1
 BALANCED = "balanced"
+#: With --ema, the net is set to the weights' moving average every this many steps: lookahead (Zhang et al.
+#: 2019) as airbench uses it, where the average smooths out SGD's noise late in a short, high-rate run.
+EMA_EVERY = 5
 
 
 def check_optimizer_choice(optimizer: Optional[str], momentum: Optional[float], weight_decay: Optional[float],
@@ -71,20 +74,25 @@ def schedule(kind: str, peak: float, total_steps: int, warmup_steps: int):
     )
 
 
-def make_optimizer(name: str, learning_rate, weight_decay: float, momentum: Optional[float]):
+def make_optimizer(name: str, learning_rate, weight_decay: float, momentum: Optional[float], ema: float = 0.0):
     """The Keras optimizer `name` with decoupled weight decay (DECAY_SCALE of `weight_decay`), batch-norm
-    scales/offsets and biases excluded from it (decaying them only hurts)."""
+    scales/offsets and biases excluded from it (decaying them only hurts); with `ema`, lookahead (EMA_EVERY).
+
+    Keras keeps the average among the optimizer's variables, so checkpoints carry it and a resumed run goes on
+    with it; fit() ends by setting the net to it."""
     import keras
 
     decay = weight_decay * DECAY_SCALE[name] or None
+    common = dict(use_ema=True, ema_momentum=ema, ema_overwrite_frequency=EMA_EVERY) if ema else {}
     if name == "sgd":
-        optimizer = keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=momentum > 0, weight_decay=decay)
+        optimizer = keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=momentum > 0, weight_decay=decay,
+                                         **common)
     elif name == "rmsprop":
-        optimizer = keras.optimizers.RMSprop(learning_rate, momentum=momentum, weight_decay=decay)
+        optimizer = keras.optimizers.RMSprop(learning_rate, momentum=momentum, weight_decay=decay, **common)
     elif name == "adamw":
-        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=decay or 0.0)
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=decay or 0.0, **common)
     else:
-        optimizer = keras.optimizers.Adam(learning_rate)
+        optimizer = keras.optimizers.Adam(learning_rate, **common)
     if decay:
         optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     return optimizer

@@ -86,6 +86,7 @@ class TrainSettings:
     label_smoothing: Optional[float] = None  # None: LABEL_SMOOTHING[arch]
     warmup_fraction: float = 0.15
     cutout: Optional[int] = None  # side of the cutout square in pixels; None: the architecture's default
+    translate: Optional[int] = None  # pad-and-crop shift in pixels; None: an eighth of the input side
     limit_per_class: Optional[int] = None
     net: Optional[str] = None  # cnn only: a shape of architectures.CNN_NETS; None: DEFAULT_CNN_NET
     teacher: Optional[str] = None  # a trained model (.tflite, bundled name, run) to distil from; None: labels only
@@ -101,6 +102,7 @@ class TrainSettings:
     optimizer: Optional[str] = None  # adam | adamw | sgd | rmsprop; None: the architecture's (cnn sgd, mnv2 adamw)
     momentum: Optional[float] = None  # sgd and rmsprop; None: recipe.DEFAULT_MOMENTUM
     lr_schedule: str = "cosine"  # cosine | constant | step, per phase
+    ema: float = 0.0  # lookahead: momentum of the weights' moving average the net is reset to; 0: off
     class_weight: Optional[str] = None  # "balanced" or a JSON file {class: weight}; None: every class weighs 1
     rotation: float = 0.0  # degrees, random in [-rotation, rotation]
     zoom: float = 0.0  # random scale in [1 - zoom, 1 + zoom]
@@ -122,6 +124,10 @@ class TrainSettings:
             raise UsageError(f"--epochs must be at least 1, got {self.epochs}")
         if self.cutout is not None and self.cutout < 0:
             raise UsageError(f"--cutout must be 0 (off) or a positive number of pixels, got {self.cutout}")
+        if self.translate is not None and self.translate < 0:
+            raise UsageError(f"--translate must be 0 (off) or a positive number of pixels, got {self.translate}")
+        if not 0 <= self.ema < 1:
+            raise UsageError(f"--ema must be at least 0 (off) and below 1, got {self.ema}")
         if self.label_smoothing is not None and not 0 <= self.label_smoothing < 1:
             raise UsageError(f"--label-smoothing must be at least 0 and below 1, got {self.label_smoothing}")
         if self.weight_decay is not None and self.weight_decay < 0:
@@ -320,7 +326,7 @@ def _compile(model, phase: Phase, settings: TrainSettings, steps_per_epoch: int)
     warmup = int(total * settings.warmup_fraction) if phase.warmup else 0
     rate = schedule(settings.lr_schedule, phase.learning_rate, total, warmup)
     momentum = momentum_for(phase.optimizer, settings.momentum)
-    optimizer = make_optimizer(phase.optimizer, rate, weight_decay_for(settings), momentum)
+    optimizer = make_optimizer(phase.optimizer, rate, weight_decay_for(settings), momentum, settings.ema)
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing_for(settings)),
@@ -586,9 +592,10 @@ def _choose_cache(settings: TrainSettings, spec: SplitSpec, preprocess: Preproce
 
 
 def augmentation_for(settings: TrainSettings, side: int) -> Augmentation:
-    """Flips, an eighth of the side as pad-and-crop, and cutout: the recipe for images `side` pixels square;
-    plus the optional knobs (off by default)."""
-    return Augmentation(flip=True, pad=side // 8, cutout=cutout_for(settings, side), rotation=settings.rotation,
+    """Flips, an eighth of the side as pad-and-crop (or --translate), and cutout: the recipe for images `side`
+    pixels square; plus the optional knobs (off by default)."""
+    pad = side // 8 if settings.translate is None else settings.translate
+    return Augmentation(flip=True, pad=pad, cutout=cutout_for(settings, side), rotation=settings.rotation,
                         zoom=settings.zoom, color_jitter=settings.color_jitter,
                         random_erasing=settings.random_erasing)
 
@@ -610,7 +617,7 @@ def _run_record(settings: TrainSettings, policy: str, split: SplitData) -> dict:
         "label_smoothing": label_smoothing_for(settings),
         "optimizer": {p.name: {"name": p.optimizer, "momentum": momentum_for(p.optimizer, settings.momentum),
                                "learning_rate_schedule": settings.lr_schedule, "peak_learning_rate": p.learning_rate,
-                               "warmup": p.warmup} for p in phases_for(settings)},
+                               "warmup": p.warmup, "ema": settings.ema} for p in phases_for(settings)},
         "data_source": split.source,  # the one record of the split: what conversion redraws it from
         "num_train": int(len(split.x_train)),
         "num_val": int(len(split.x_val)),
