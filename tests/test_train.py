@@ -134,7 +134,7 @@ def test_cnn_run_directory_has_every_file(cnn_runs):
     assert run["num_train"] + run["num_val"] == 30 and run["parameters"] <= 1_500_000
     # What the defaults resolved to is recorded, not just the None that was typed.
     assert run["weight_decay"] == 5e-3 and run["label_smoothing"] == 0.2
-    assert run["augmentation"] == {"flip": True, "pad": 4, "cutout": 8, "rotation": 0.0, "zoom": 0.0,
+    assert run["augmentation"] == {"flip": True, "alternate_flip": False, "pad": 4, "cutout": 8, "rotation": 0.0, "zoom": 0.0,
                                    "color_jitter": 0.0, "random_erasing": 0.0}  # the extras are off by default
     assert run["optimizer"] == {"train": {"name": "sgd", "momentum": 0.9, "learning_rate_schedule": "cosine",
                                           "peak_learning_rate": 0.1 * 8 / 128, "warmup": True,

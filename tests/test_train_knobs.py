@@ -379,6 +379,23 @@ def test_augmentation_knobs_off_give_the_recipes_batches_and_on_change_them():
     assert np.array_equal(BatchPlan(x, targets, pre, 4, seed=0, augment=on).batch(0)[0], first)  # seeded
 
 
+def test_alternate_flip_shows_each_image_both_ways_every_two_epochs():
+    from edgevision.edge_runtime.preprocess import PreprocessConfig
+    from edgevision.train.data import Augmentation, BatchPlan
+
+    x, targets = _images(16), np.eye(2, dtype=np.float32)[[0, 1] * 8]
+    pre = PreprocessConfig(input_size=(32, 32), mean=(0.0,) * 3, std=(1.0,) * 3)
+    plan = BatchPlan(x, targets, pre, 16, seed=3, augment=Augmentation(alternate_flip=True, pad=0), shuffle=False)
+    seen = []
+    for epoch in range(4):
+        plan.set_epoch(epoch)
+        batch = plan.batch(0)[0]
+        seen.append(np.array([np.array_equal(b, img[:, ::-1]) for b, img in zip(batch, x.astype(np.float32))]))
+    assert 0 < seen[0].sum() < 16  # a seeded part starts flipped...
+    assert np.array_equal(seen[1], ~seen[0]) and np.array_equal(seen[2], seen[0])  # ...and every image alternates
+    assert np.array_equal(seen[3], seen[1])
+
+
 def test_translate_sets_the_shift_and_defaults_to_an_eighth_of_the_side():
     from edgevision.train.trainer import TrainSettings, augmentation_for
 

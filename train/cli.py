@@ -44,6 +44,8 @@ def _common(f):
         click.option("--translate", type=int, default=None,
                      help="Augmentation: pad-and-crop shift of up to this many pixels each way; 0 disables "
                           "[default: 1/8 of the input side: 4 for cnn and micro, 20 for mobilenetv2 at 160 px]."),
+        click.option("--alternate-flip", is_flag=True,
+                     help="Augmentation: flip each image every other epoch (a seeded half first) instead of at random."),
         click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None,
                      help="Optimizer [default: the model's recipe: sgd (Nesterov) for cnn and micro, adamw for mobilenetv2]."),
         click.option("--momentum", type=float, default=None,

@@ -44,6 +44,9 @@ class Augmentation:
     default, so the recipes' batches stay what they were: a knob that is off draws no random numbers)."""
 
     flip: bool = True
+    # Each image flipped every other epoch (a seeded half starts flipped) rather than by a coin each time, so
+    # every two epochs show both sides of every image, where coins repeat a side about half the time (airbench).
+    alternate_flip: bool = False
     pad: int = 4  # pixels of reflection padding before a random crop back to size; 0 disables
     cutout: int = 0  # side of a random square blanked out (in pixels); 0 disables
     rotation: float = 0.0  # degrees: each image turns by a random angle in [-rotation, rotation]
@@ -452,6 +455,9 @@ class BatchPlan:
         # In memory, the padded copy is made once; a streamed source pads each batch as it is read (the same
         # reflection of the same pixels, so the same crops).
         self.padded = np.pad(x, _pad_widths(p), mode="reflect") if p and isinstance(x, np.ndarray) else None
+        # A key no (seed, epoch) or (seed, epoch, batch) stream uses.
+        flips_first = augment is not None and augment.flip and augment.alternate_flip
+        self.flipped_first = np.random.default_rng([seed, 0, 0, 0xF11F]).random(len(x)) < 0.5 if flips_first else None
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -483,7 +489,7 @@ class BatchPlan:
         a = self.augment
         batch = self._cropped(idx, rng) if a.pad else self.x[idx].copy()
         if a.flip:
-            flip = rng.random(len(idx)) < 0.5
+            flip = self.flipped_first[idx] ^ bool(self.epoch % 2) if a.alternate_flip else rng.random(len(idx)) < 0.5
             batch[flip] = batch[flip, :, ::-1]
         if a.rotation or a.zoom:
             batch = rotate_and_zoom(batch, rng, a.rotation, a.zoom)

@@ -87,6 +87,7 @@ class TrainSettings:
     warmup_fraction: float = 0.15
     cutout: Optional[int] = None  # side of the cutout square in pixels; None: the architecture's default
     translate: Optional[int] = None  # pad-and-crop shift in pixels; None: an eighth of the input side
+    alternate_flip: bool = False  # flip each image every other epoch instead of at random
     limit_per_class: Optional[int] = None
     net: Optional[str] = None  # cnn only: a shape of architectures.CNN_NETS; None: DEFAULT_CNN_NET
     teacher: Optional[str] = None  # a trained model (.tflite, bundled name, run) to distil from; None: labels only
@@ -595,7 +596,7 @@ def augmentation_for(settings: TrainSettings, side: int) -> Augmentation:
     """Flips, an eighth of the side as pad-and-crop (or --translate), and cutout: the recipe for images `side`
     pixels square; plus the optional knobs (off by default)."""
     pad = side // 8 if settings.translate is None else settings.translate
-    return Augmentation(flip=True, pad=pad, cutout=cutout_for(settings, side), rotation=settings.rotation,
+    return Augmentation(flip=True, alternate_flip=settings.alternate_flip, pad=pad, cutout=cutout_for(settings, side), rotation=settings.rotation,
                         zoom=settings.zoom, color_jitter=settings.color_jitter,
                         random_erasing=settings.random_erasing)
 
