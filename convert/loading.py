@@ -205,11 +205,34 @@ def load_keras(path: Path, unsafe_load: bool = False):
     import keras
 
     try:
-        return keras.saving.load_model(path, compile=False, safe_mode=not unsafe_load)
+        model = keras.saving.load_model(path, compile=False, safe_mode=not unsafe_load)
     except EdgeVisionError:
         raise
     except Exception as e:  # Keras raises ValueError/TypeError/OSError/KeyError for broken or foreign files
         raise ModelError(f"cannot load Keras model {path}: {first_line(e, 300)}") from e
+    return in_float32(model)
+
+
+def in_float32(model):
+    """`model` with float32 maths throughout. One saved under a mixed-precision policy (`train
+    --mixed-precision`) computes in bfloat16 or float16, which the converter and int8 calibration cannot take
+    (a float32 tensor reaches a bfloat16 convolution); its variables are float32 already, so the copy is exact."""
+    layers = model._flatten_layers(include_self=True, recursive=True)
+    if all(layer.dtype_policy.name == "float32" for layer in layers):
+        return model
+    copy = model.__class__.from_config(_float32_policies(model.get_config()))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _float32_policies(config):
+    if isinstance(config, list):
+        return [_float32_policies(item) for item in config]
+    if not isinstance(config, dict):
+        return config
+    if config.get("class_name") == "DTypePolicy" and str(config.get("config", {}).get("name")).startswith("mixed_"):
+        return "float32"
+    return {key: _float32_policies(value) for key, value in config.items()}
 
 
 def require_keras(purpose: str, tensorflow: bool = False) -> None:

@@ -169,6 +169,42 @@ def test_bare_keras_file_needs_calibration_data(tiny_run, tmp_path):
     assert result.evaluation is None  # no run, no --eval: no accuracy, and no invented one
 
 
+def _without_dtypes(config):
+    if isinstance(config, list):
+        return [_without_dtypes(item) for item in config]
+    if isinstance(config, dict):
+        return {k: _without_dtypes(v) for k, v in config.items() if k != "dtype"}
+    return config
+
+
+def test_a_model_trained_in_mixed_precision_converts_as_float32(tiny_run, tmp_path):
+    """`train --mixed-precision` saves layers that compute in bfloat16 (CPU) or float16 (GPU); the converter
+    and int8 calibration take float32, so loading for conversion makes the maths float32 again."""
+    import shutil
+
+    import keras
+
+    from edgevision.convert.loading import load_keras
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    trained = keras.saving.load_model(tiny_run / "model.keras", compile=False)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        mixed = keras.Model.from_config(_without_dtypes(trained.get_config()))  # every layer takes the policy
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    mixed.set_weights(trained.get_weights())
+    mixed.save(run / "model.keras")
+    assert {layer.dtype_policy.name for layer in mixed.layers} == {"mixed_bfloat16"}
+    loaded = load_keras(run / "model.keras")
+    assert {layer.dtype_policy.name for layer in loaded.layers} == {"float32"}
+    for got, want in zip(loaded.get_weights(), trained.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    result = convert_model(run, "int8", tmp_path / "m.tflite", options=ConvertOptions(evaluate=True, eval_samples=12))
+    assert result.evaluation.agreement >= 0.9
+
+
 def _custom_op_model(tmp_path, op):
     import keras
 
