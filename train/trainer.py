@@ -596,8 +596,8 @@ def augmentation_for(settings: TrainSettings, side: int) -> Augmentation:
     """Flips, an eighth of the side as pad-and-crop (or --translate), and cutout: the recipe for images `side`
     pixels square; plus the optional knobs (off by default)."""
     pad = side // 8 if settings.translate is None else settings.translate
-    return Augmentation(flip=True, alternate_flip=settings.alternate_flip, pad=pad, cutout=cutout_for(settings, side), rotation=settings.rotation,
-                        zoom=settings.zoom, color_jitter=settings.color_jitter,
+    return Augmentation(flip=True, alternate_flip=settings.alternate_flip, pad=pad, cutout=cutout_for(settings, side),
+                        rotation=settings.rotation, zoom=settings.zoom, color_jitter=settings.color_jitter,
                         random_erasing=settings.random_erasing)
 
 
