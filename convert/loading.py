@@ -217,12 +217,18 @@ def in_float32(model):
     """`model` with float32 maths throughout. One saved under a mixed-precision policy (`train
     --mixed-precision`) computes in bfloat16 or float16, which the converter and int8 calibration cannot take
     (a float32 tensor reaches a bfloat16 convolution); its variables are float32 already, so the copy is exact."""
-    layers = model._flatten_layers(include_self=True, recursive=True)
-    if all(layer.dtype_policy.name == "float32" for layer in layers):
+    if all(layer.dtype_policy.name == "float32" for layer in _layers_within(model)):
         return model
     copy = model.__class__.from_config(_float32_policies(model.get_config()))
     copy.set_weights(model.get_weights())
     return copy
+
+
+def _layers_within(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):  # a nested model (MobileNetV2's base)
+            yield from _layers_within(layer)
 
 
 def _float32_policies(config):
