@@ -38,14 +38,7 @@ def _common(f):
         click.option("--label-smoothing", type=float, default=None,
                      help=f"Label smoothing of the loss [default: {LABEL_SMOOTHING['cnn']} for cnn, "
                           f"{LABEL_SMOOTHING['micro']} for micro, {LABEL_SMOOTHING['mobilenetv2']} for mobilenetv2]."),
-        click.option("--cutout", type=int, default=None,
-                     help="Side in pixels of a random square blanked out of each training image; 0 disables "
-                          f"[default: 1/{CUTOUT_FRACTION} of the input side: 8 for cnn and micro, 40 for mobilenetv2 at 160 px]."),
-        click.option("--translate", type=int, default=None,
-                     help="Augmentation: pad-and-crop shift of up to this many pixels each way; 0 disables "
-                          "[default: 1/8 of the input side: 4 for cnn and micro, 20 for mobilenetv2 at 160 px]."),
-        click.option("--alternate-flip", is_flag=True,
-                     help="Augmentation: flip each image every other epoch (a seeded half first) instead of at random."),
+        *_augmentation_options(),
         click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None,
                      help="Optimizer [default: the model's recipe: sgd (Nesterov) for cnn and micro, adamw for mobilenetv2]."),
         click.option("--momentum", type=float, default=None,
@@ -61,14 +54,6 @@ def _common(f):
         click.option("--class-weight", default=None, metavar="balanced|FILE",
                      help="Weigh the loss per class: 'balanced' (inverse class frequency) or a JSON file "
                           "{class: weight} (classes it omits weigh 1) [default: every class weighs 1]."),
-        click.option("--rotation", type=float, default=TrainSettings.rotation, show_default=True,
-                     help="Augmentation: random rotation up to this many degrees either way; 0 disables."),
-        click.option("--zoom", type=float, default=TrainSettings.zoom, show_default=True,
-                     help="Augmentation: random zoom by a factor in [1-ZOOM, 1+ZOOM]; 0 disables."),
-        click.option("--color-jitter", type=float, default=TrainSettings.color_jitter, show_default=True,
-                     help="Augmentation: brightness, contrast and saturation scaled in [1-J, 1+J]; 0 disables."),
-        click.option("--random-erasing", type=float, default=TrainSettings.random_erasing, show_default=True,
-                     help="Augmentation: probability of replacing a random rectangle with noise; 0 disables."),
         click.option("--limit-per-class", type=int, default=None,
                      help="Use at most N images per class (quick experiments and tests)."),
         click.option("--resume", is_flag=True,
@@ -78,6 +63,28 @@ def _common(f):
     for option in reversed(options):
         f = option(f)
     return f
+
+
+def _augmentation_options():
+    """What is done to each training image; all but cutout and the shift are off by default."""
+    return [
+        click.option("--cutout", type=int, default=None,
+                     help="Side in pixels of a random square blanked out of each training image; 0 disables "
+                          f"[default: 1/{CUTOUT_FRACTION} of the input side: 8 for cnn and micro, 40 for mobilenetv2 at 160 px]."),
+        click.option("--translate", type=int, default=None,
+                     help="Augmentation: pad-and-crop shift of up to this many pixels each way; 0 disables "
+                          "[default: 1/8 of the input side: 4 for cnn and micro, 20 for mobilenetv2 at 160 px]."),
+        click.option("--alternate-flip", is_flag=True,
+                     help="Augmentation: flip each image every other epoch (a seeded half first) instead of at random."),
+        click.option("--rotation", type=float, default=TrainSettings.rotation, show_default=True,
+                     help="Augmentation: random rotation up to this many degrees either way; 0 disables."),
+        click.option("--zoom", type=float, default=TrainSettings.zoom, show_default=True,
+                     help="Augmentation: random zoom by a factor in [1-ZOOM, 1+ZOOM]; 0 disables."),
+        click.option("--color-jitter", type=float, default=TrainSettings.color_jitter, show_default=True,
+                     help="Augmentation: brightness, contrast and saturation scaled in [1-J, 1+J]; 0 disables."),
+        click.option("--random-erasing", type=float, default=TrainSettings.random_erasing, show_default=True,
+                     help="Augmentation: probability of replacing a random rectangle with noise; 0 disables."),
+    ]
 
 
 def _scale_options():
