@@ -123,10 +123,9 @@ class TrainSettings:
             raise UsageError(f"unknown architecture {self.arch!r}; expected one of {ARCHITECTURES}")
         if self.epochs < 1:
             raise UsageError(f"--epochs must be at least 1, got {self.epochs}")
-        if self.cutout is not None and self.cutout < 0:
-            raise UsageError(f"--cutout must be 0 (off) or a positive number of pixels, got {self.cutout}")
-        if self.translate is not None and self.translate < 0:
-            raise UsageError(f"--translate must be 0 (off) or a positive number of pixels, got {self.translate}")
+        for option, pixels in (("--cutout", self.cutout), ("--translate", self.translate)):
+            if pixels is not None and pixels < 0:
+                raise UsageError(f"{option} must be 0 (off) or a positive number of pixels, got {pixels}")
         if not 0 <= self.ema < 1:
             raise UsageError(f"--ema must be at least 0 (off) and below 1, got {self.ema}")
         if self.label_smoothing is not None and not 0 <= self.label_smoothing < 1:
