@@ -266,6 +266,39 @@ def test_lookahead_resets_the_net_to_the_average_and_checkpoints_carry_it(tmp_pa
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(kept), average)
 
 
+def _bn_classifier():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, use_bias=False),
+                             keras.layers.BatchNormalization(scale=False), keras.layers.Softmax()])
+
+
+def test_offset_lr_scale_speeds_up_batch_norm_offsets_only_and_checkpoints_load(tmp_path):
+    import keras
+
+    from edgevision.train.recipe import custom_objects, make_optimizer
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 4)).astype("float32"), np.eye(3)[rng.integers(0, 3, 8)]
+    changes = []
+    for scale in (1.0, 8.0):
+        model = _bn_classifier()
+        before = model.get_weights()  # kernel, beta, moving mean, moving variance
+        model.compile(optimizer=make_optimizer("sgd", 0.1, 0.0, 0.0, offset_lr_scale=scale),
+                      loss="categorical_crossentropy")
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)  # one step: same gradients both times
+        changes.append([after - b for after, b in zip(model.get_weights(), before)])
+    (kernel, beta, *_), (kernel_fast, beta_fast, *_) = changes
+    assert np.abs(beta).max() > 0
+    np.testing.assert_allclose(beta_fast, 8 * beta, rtol=1e-5)  # offsets step 8 times as far...
+    np.testing.assert_allclose(kernel_fast, kernel, rtol=1e-6)  # ...and the weights exactly as far as before
+    assert type(make_optimizer("sgd", 0.1, 0.0, 0.9)) is keras.optimizers.SGD  # the recipes' own, when 1
+    model.save(tmp_path / "ckpt.keras")  # a checkpoint of a run with it loads, its scale kept
+    loaded = keras.models.load_model(tmp_path / "ckpt.keras", custom_objects=custom_objects())
+    assert loaded.optimizer.offset_lr_scale == 8.0
+
+
 def _rates(schedule, steps):
     import keras
 
@@ -293,6 +326,8 @@ def test_learning_rate_schedules():
     (("--zoom", -0.1), "--zoom must be between"),
     (("--ema", 1.0), "--ema must be at least 0"),
     (("--translate", -1), "--translate must be 0"),
+    (("--offset-lr-scale", 0), "--offset-lr-scale must be above 0"),
+    (("--offset-lr-scale", 8, "--optimizer", "adamw"), "--offset-lr-scale applies to cnn and micro trained with sgd"),
 ])
 def test_bad_knobs_are_one_line_errors(tmp_path, args, message):
     result = run_main("train", "cnn", "--data", tmp_path, "--out", tmp_path / "run", *args)

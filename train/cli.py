@@ -51,6 +51,9 @@ def _common(f):
         click.option("--ema", type=float, default=TrainSettings.ema, show_default=True,
                      help="Lookahead: keep a moving average of the weights (this momentum per step) and reset the "
                           f"net to it every {EMA_EVERY} steps, as airbench does; 0 disables."),
+        click.option("--offset-lr-scale", type=float, default=TrainSettings.offset_lr_scale, show_default=True,
+                     help="sgd: batch norm's offsets learn this many times faster than the weights, as airbench's "
+                          "do (64 there)."),
         click.option("--class-weight", default=None, metavar="balanced|FILE",
                      help="Weigh the loss per class: 'balanced' (inverse class frequency) or a JSON file "
                           "{class: weight} (classes it omits weigh 1) [default: every class weighs 1]."),

@@ -7,6 +7,7 @@ run that names none of them trains exactly as before. Keras 3 API only (any back
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Dict, Optional, Sequence
@@ -30,6 +31,8 @@ BALANCED = "balanced"
 #: With --ema, the net is set to the weights' moving average every this many steps: lookahead (Zhang et al.
 #: 2019) as airbench uses it, where the average smooths out SGD's noise late in a short, high-rate run.
 EMA_EVERY = 5
+#: The variables --offset-lr-scale speeds up: batch norm's learned offsets.
+OFFSETS = ("beta",)
 
 
 def check_optimizer_choice(optimizer: Optional[str], momentum: Optional[float], weight_decay: Optional[float],
@@ -74,9 +77,11 @@ def schedule(kind: str, peak: float, total_steps: int, warmup_steps: int):
     )
 
 
-def make_optimizer(name: str, learning_rate, weight_decay: float, momentum: Optional[float], ema: float = 0.0):
+def make_optimizer(name: str, learning_rate, weight_decay: float, momentum: Optional[float], ema: float = 0.0,
+                   offset_lr_scale: float = 1.0):
     """The Keras optimizer `name` with decoupled weight decay (DECAY_SCALE of `weight_decay`), batch-norm
-    scales/offsets and biases excluded from it (decaying them only hurts); with `ema`, lookahead (EMA_EVERY).
+    scales/offsets and biases excluded from it (decaying them only hurts); with `ema`, lookahead (EMA_EVERY);
+    with `offset_lr_scale` (sgd), batch norm's offsets step that many times faster than the rest.
 
     Keras keeps the average among the optimizer's variables, so checkpoints carry it and a resumed run goes on
     with it; fit() ends by setting the net to it."""
@@ -84,7 +89,10 @@ def make_optimizer(name: str, learning_rate, weight_decay: float, momentum: Opti
 
     decay = weight_decay * DECAY_SCALE[name] or None
     common = dict(use_ema=True, ema_momentum=ema, ema_overwrite_frequency=EMA_EVERY) if ema else {}
-    if name == "sgd":
+    if name == "sgd" and offset_lr_scale != 1.0:
+        optimizer = offset_scaled_sgd()(learning_rate, momentum=momentum, nesterov=momentum > 0, weight_decay=decay,
+                                        offset_lr_scale=offset_lr_scale, **common)
+    elif name == "sgd":
         optimizer = keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=momentum > 0, weight_decay=decay,
                                          **common)
     elif name == "rmsprop":
@@ -96,6 +104,43 @@ def make_optimizer(name: str, learning_rate, weight_decay: float, momentum: Opti
     if decay:
         optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     return optimizer
+
+
+@functools.cache
+def offset_scaled_sgd():
+    """Keras' SGD, with the learning rate of batch norm's offsets multiplied by `offset_lr_scale` (airbench's
+    bias scaler). The convs before a batch norm are scale invariant: weight decay keeps their norm small, and
+    that makes their effective rate large, while an offset's is the rate itself; so in a short run the
+    offsets lag unless they step faster. Made on first use, so that importing this module does not import
+    Keras; registered, so that a checkpoint compiled with it loads (`custom_objects`)."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="edgevision")
+    class OffsetScaledSGD(keras.optimizers.SGD):
+        def __init__(self, *args, offset_lr_scale: float = 1.0, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.offset_lr_scale = offset_lr_scale
+
+        def build(self, var_list):
+            super().build(var_list)
+            # By key, as the backends pass update_step their own variable (TensorFlow: a tf.Variable "beta:0").
+            self._offset_keys = {self._var_key(v) for v in var_list if v.name in OFFSETS}
+
+        def update_step(self, gradient, variable, learning_rate):
+            if self._var_key(variable) in self._offset_keys:  # decided once, when the step is traced
+                learning_rate = learning_rate * self.offset_lr_scale
+            super().update_step(gradient, variable, learning_rate)
+
+        def get_config(self):
+            return {**super().get_config(), "offset_lr_scale": self.offset_lr_scale}
+
+    return OffsetScaledSGD
+
+
+def custom_objects() -> dict:
+    """What keras.models.load_model needs to load a training checkpoint of any recipe here."""
+    cls = offset_scaled_sgd()
+    return {cls.__name__: cls}
 
 
 # --- class weights -------------------------------------------------------------------------------------

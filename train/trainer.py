@@ -104,6 +104,7 @@ class TrainSettings:
     momentum: Optional[float] = None  # sgd and rmsprop; None: recipe.DEFAULT_MOMENTUM
     lr_schedule: str = "cosine"  # cosine | constant | step, per phase
     ema: float = 0.0  # lookahead: momentum of the weights' moving average the net is reset to; 0: off
+    offset_lr_scale: float = 1.0  # sgd: batch norm offsets' learning rate, as a multiple of the rest's
     class_weight: Optional[str] = None  # "balanced" or a JSON file {class: weight}; None: every class weighs 1
     rotation: float = 0.0  # degrees, random in [-rotation, rotation]
     zoom: float = 0.0  # random scale in [1 - zoom, 1 + zoom]
@@ -126,6 +127,12 @@ class TrainSettings:
         for option, pixels in (("--cutout", self.cutout), ("--translate", self.translate)):
             if pixels is not None and pixels < 0:
                 raise UsageError(f"{option} must be 0 (off) or a positive number of pixels, got {pixels}")
+        if not self.offset_lr_scale > 0:
+            raise UsageError(f"--offset-lr-scale must be above 0, got {self.offset_lr_scale}")
+        # Only the small nets: their saved models drop the optimizer (fold_logit_scale), so they load anywhere.
+        if self.offset_lr_scale != 1.0 and (self.arch not in SMALL_NETS or (self.optimizer or "sgd") != "sgd"):
+            raise UsageError(f"--offset-lr-scale applies to {' and '.join(SMALL_NETS)} trained with sgd, "
+                             f"got {self.arch} with {self.optimizer or 'its default optimizer'}")
         if not 0 <= self.ema < 1:
             raise UsageError(f"--ema must be at least 0 (off) and below 1, got {self.ema}")
         if self.label_smoothing is not None and not 0 <= self.label_smoothing < 1:
@@ -318,6 +325,14 @@ def _epoch_callback(out: Path, phase: Phase, history: List[dict], started: float
     return EpochCheckpoint()
 
 
+def _load_checkpoint(path: Path):
+    import keras
+
+    from edgevision.train.recipe import custom_objects
+
+    return keras.models.load_model(path, safe_mode=True, custom_objects=custom_objects())
+
+
 # --- model set-up -----------------------------------------------------------------------------------
 def _compile(model, phase: Phase, settings: TrainSettings, steps_per_epoch: int) -> None:
     import keras
@@ -326,7 +341,8 @@ def _compile(model, phase: Phase, settings: TrainSettings, steps_per_epoch: int)
     warmup = int(total * settings.warmup_fraction) if phase.warmup else 0
     rate = schedule(settings.lr_schedule, phase.learning_rate, total, warmup)
     momentum = momentum_for(phase.optimizer, settings.momentum)
-    optimizer = make_optimizer(phase.optimizer, rate, weight_decay_for(settings), momentum, settings.ema)
+    optimizer = make_optimizer(phase.optimizer, rate, weight_decay_for(settings), momentum, settings.ema,
+                               settings.offset_lr_scale)
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing_for(settings)),
@@ -617,7 +633,8 @@ def _run_record(settings: TrainSettings, policy: str, split: SplitData) -> dict:
         "label_smoothing": label_smoothing_for(settings),
         "optimizer": {p.name: {"name": p.optimizer, "momentum": momentum_for(p.optimizer, settings.momentum),
                                "learning_rate_schedule": settings.lr_schedule, "peak_learning_rate": p.learning_rate,
-                               "warmup": p.warmup, "ema": settings.ema} for p in phases_for(settings)},
+                               "warmup": p.warmup, "ema": settings.ema,
+                               "offset_lr_scale": settings.offset_lr_scale} for p in phases_for(settings)},
         "data_source": split.source,  # the one record of the split: what conversion redraws it from
         "num_train": int(len(split.x_train)),
         "num_val": int(len(split.x_val)),
@@ -627,8 +644,6 @@ def _run_record(settings: TrainSettings, policy: str, split: SplitData) -> dict:
 
 def run_phases(plan: RunPlan, history: List[dict], started: float, echo: Callable[[str], None], verbose):
     """Train every phase that is not done yet, checkpointing each epoch; returns the trained model."""
-    import keras
-
     settings, state, out = plan.settings, plan.state, plan.out
     batches = _train_and_val_batches(plan)
     done = plan.resumed_from
@@ -638,7 +653,7 @@ def run_phases(plan: RunPlan, history: List[dict], started: float, echo: Callabl
     tracker = {"best": state.get("best") if state else None}
     with distributed.distribution_scope(plan.cluster, settings.devices):
         if state:
-            model = keras.models.load_model(out / rd.CHECKPOINTS / state["checkpoint"], safe_mode=True)
+            model = _load_checkpoint(out / rd.CHECKPOINTS / state["checkpoint"])
         for phase in phases_for(settings):
             if done >= phase.end:
                 continue
@@ -651,7 +666,7 @@ def run_phases(plan: RunPlan, history: List[dict], started: float, echo: Callabl
             state = None  # later phases start fresh (new trainable set, new optimizer)
         if model is None:  # everything was already done: only the final outputs may be missing
             ckpt = read_checkpoint_state(out)
-            model = keras.models.load_model(out / rd.CHECKPOINTS / ckpt["checkpoint"], safe_mode=True)
+            model = _load_checkpoint(out / rd.CHECKPOINTS / ckpt["checkpoint"])
     return _off_the_devices(plan, model)
 
 
@@ -672,15 +687,13 @@ def _fit_to_data(model, plan: RunPlan) -> None:
 def _off_the_devices(plan: RunPlan, model):
     """After data-parallel training on JAX, host 0 scores and saves a copy of the last checkpoint on one device
     (the trained variables span every device and host; the other hosts are done)."""
-    import keras
-
     if plan.cluster.backend != "jax" or plan.cluster.devices <= 1:
         return model
     distributed.end_distribution(plan.cluster)
     if not plan.cluster.writer:
         return None
     ckpt = read_checkpoint_state(plan.out)
-    return keras.models.load_model(plan.out / rd.CHECKPOINTS / ckpt["checkpoint"], safe_mode=True)
+    return _load_checkpoint(plan.out / rd.CHECKPOINTS / ckpt["checkpoint"])
 
 
 def _train_and_val_batches(plan: RunPlan):
@@ -749,14 +762,12 @@ def _save_best_and_last(plan: RunPlan, last, echo: Callable[[str], None]):
     """Write model.keras (the best epoch by validation accuracy) and last.keras (the last epoch); returns the
     best model and run.json's record of which is which. A run whose validation accuracy never came out a
     number keeps the last epoch as model.keras, and says so."""
-    import keras
-
     out = plan.out
     state = read_checkpoint_state(out) or {}
     best, last_epoch = state.get("best"), state.get("epoch", plan.settings.epochs)
     model = last
     if best and best["epoch"] != last_epoch:
-        model = keras.models.load_model(out / rd.CHECKPOINTS / best["checkpoint"], safe_mode=True)
+        model = _load_checkpoint(out / rd.CHECKPOINTS / best["checkpoint"])
     for name, which in ((rd.LAST_MODEL, last), (rd.MODEL, model)):
         if plan.settings.arch in SMALL_NETS:
             from edgevision.train.architectures import fold_logit_scale
