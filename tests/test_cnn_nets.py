@@ -50,7 +50,8 @@ def test_the_airbench_net_fits_the_budget_and_its_stem_is_frozen():
     assert not set_whitening(build_cnn(10), _correlated_images(50))  # the resnet9 shape has no whitened stem
 
 
-def test_train_cnn_net_airbench_keeps_the_data_whitening_and_converts_to_int8(tmp_path):
+@pytest.mark.parametrize("net", ["airbench", "airbench-gelu"])
+def test_train_cnn_net_airbench_keeps_the_data_whitening_and_converts_to_int8(tmp_path, net):
     pytest.importorskip("tensorflow", reason="training and converting need the train and convert extras")
     import keras
 
@@ -61,10 +62,10 @@ def test_train_cnn_net_airbench_keeps_the_data_whitening_and_converts_to_int8(tm
 
     make_image_folder(tmp_path / "data", ("cat", "dog", "ship"), per_class=12, size=(32, 32))
     run = tmp_path / "run"
-    result = run_main("train", "cnn", "--net", "airbench", "--data", tmp_path / "data", "--out", run,
+    result = run_main("train", "cnn", "--net", net, "--data", tmp_path / "data", "--out", run,
                       "--epochs", 2, "--batch-size", 8, "--val-split", 0.25)
     assert result.returncode == 0, result.stderr
-    assert json.loads((run / "run.json").read_text())["settings"]["net"] == "airbench"
+    assert json.loads((run / "run.json").read_text())["settings"]["net"] == net
     model = keras.models.load_model(run / "model.keras")
     split = reload_split(run)
     expected = whitening_kernel(normalize(split.x_train, PreprocessConfig.load(run / "preprocess.json")))
@@ -78,6 +79,10 @@ def test_train_cnn_net_airbench_keeps_the_data_whitening_and_converts_to_int8(tm
     int8_probs = Classifier(out).scores_batch(list(split.x_val), color_order="RGB")
     # The frozen whitening and the scale-free batch norm quantise like any conv: the file computes the model.
     assert np.abs(int8_probs - float_probs).max() < 0.1
+    from ai_edge_litert.interpreter import Interpreter
+
+    ops = {op["op_name"] for op in Interpreter(model_path=str(out))._get_ops_details()}
+    assert ("GELU" in ops) == (net == "airbench-gelu")  # an int8 kernel of its own, not a float fallback
 
 
 def test_net_is_refused_for_other_architectures_in_one_line(tmp_path):

@@ -7,6 +7,7 @@ softmax: probabilities out, which int8 quantises well and every consumer can rea
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -54,6 +55,7 @@ class CNNConfig:
     # Keras' 0.99 averages the statistics over ~100 steps: several epochs of a short run, so the validation score
     # lags the weights (findings.md, "Training"); 0.9 follows them within an epoch.
     bn_momentum: float = 0.99
+    activation: str = "relu"  # or "gelu", airbench's (TFLite and TFLite Micro have an int8 kernel for each)
 
     def __post_init__(self):
         if self.second_conv is None:
@@ -67,7 +69,8 @@ class CNNConfig:
 #: per stage conv -> pool -> conv, no residual adds. `edgevision train cnn --net airbench`.
 AIRBENCH = CNNConfig(stem_width=24, widths=(64, 224, 208), residual=(False, False, False), whiten=True,
                      second_conv=(True, True, True), bn_scale=False, bn_momentum=0.9)
-CNN_NETS = {"resnet9": CNNConfig(), "airbench": AIRBENCH}
+CNN_NETS = {"resnet9": CNNConfig(), "airbench": AIRBENCH,
+            "airbench-gelu": dataclasses.replace(AIRBENCH, activation="gelu")}
 WHITEN = "stem_whiten"  # the layer `set_whitening` fills
 WHITEN_PATCH = 2
 
@@ -79,14 +82,19 @@ def build_cnn(num_classes: int, input_size: Tuple[int, int] = CNN_INPUT, config:
     def conv_bn_relu(x, width, name):
         x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
         x = layers.BatchNormalization(momentum=config.bn_momentum, scale=config.bn_scale, name=f"{name}_bn")(x)
-        return layers.ReLU(name=f"{name}_relu")(x)
+        return activate(x, name)
+
+    def activate(x, name):
+        if config.activation == "relu":
+            return layers.ReLU(name=f"{name}_relu")(x)
+        return layers.Activation(config.activation, name=f"{name}_{config.activation}")(x)
 
     inputs = keras.Input(shape=(*input_size, 3), name="image")
     if config.whiten:
         # Frozen: its kernel is the data's whitening, not learned; the batch norm after it learns the offsets.
         x = layers.Conv2D(2 * 3 * WHITEN_PATCH**2, WHITEN_PATCH, use_bias=False, trainable=False, name=WHITEN)(inputs)
         x = layers.BatchNormalization(momentum=config.bn_momentum, scale=False, name="stem_bn")(x)
-        x = layers.ReLU(name="stem_relu")(x)
+        x = activate(x, "stem")
     else:
         x = conv_bn_relu(inputs, config.stem_width, "stem")
     stages = zip(config.widths, config.residual, config.second_conv)

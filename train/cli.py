@@ -119,8 +119,8 @@ def train():
 @train.command("cnn")
 @_common
 @click.option("--net", type=click.Choice(sorted(CNN_NETS)), default=None,
-              help="The network's shape: resnet9 (residual stages) or airbench (a whitened stem, two convs per "
-                   f"stage) [default: {DEFAULT_CNN_NET}].")
+              help="The network's shape: resnet9 (residual stages), airbench (a whitened stem, two convs per "
+                   f"stage) or airbench-gelu (the same with airbench's GELU for ReLU) [default: {DEFAULT_CNN_NET}].")
 def cnn(**kwargs):
     """A compact residual CNN for 32x32 images (under 1.5 M parameters), e.g. CIFAR-10.
 
