@@ -11,6 +11,7 @@ import json
 import os
 import pty
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -297,6 +298,19 @@ def test_offset_lr_scale_speeds_up_batch_norm_offsets_only_and_checkpoints_load(
     model.save(tmp_path / "ckpt.keras")  # a checkpoint of a run with it loads, its scale kept
     loaded = keras.models.load_model(tmp_path / "ckpt.keras", custom_objects=custom_objects())
     assert loaded.optimizer.offset_lr_scale == 8.0
+
+
+def test_a_run_with_the_offset_scale_saves_models_plain_keras_loads(tmp_path):
+    make_image_folder(tmp_path / "data", ("cat", "dog"), per_class=8, size=(32, 32))
+    run = tmp_path / "run"
+    result = run_main("train", "cnn", "--data", tmp_path / "data", "--out", run, "--epochs", 1, "--batch-size", 8,
+                      "--offset-lr-scale", 8)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((run / "run.json").read_text())["settings"]["offset_lr_scale"] == 8
+    for name in ("model.keras", "last.keras"):  # in a fresh Python without edgevision: a user's own script
+        script = f"import keras; print(keras.saving.load_model({str(run / name)!r}).output_shape)"
+        loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=300)
+        assert loaded.returncode == 0 and "(None, 2)" in loaded.stdout, loaded.stderr[-2000:]
 
 
 def _rates(schedule, steps):

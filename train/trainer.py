@@ -773,6 +773,7 @@ def _save_best_and_last(plan: RunPlan, last, echo: Callable[[str], None]):
             from edgevision.train.architectures import fold_logit_scale
 
             which = fold_logit_scale(which)  # checkpoints keep it (resuming trains on); the saved models need not
+        which = _loadable_anywhere(which)
         with atomic.atomic_path(out / name, suffix=".keras") as tmp:
             which.save(tmp)
         if name == rd.MODEL:
@@ -784,6 +785,17 @@ def _save_best_and_last(plan: RunPlan, last, echo: Callable[[str], None]):
     record = {rd.MODEL: chosen, rd.LAST_MODEL: "last", "monitor": BEST_MONITOR, "best_epoch": best_epoch,
               "last_epoch": last_epoch, "best_" + BEST_MONITOR: best[BEST_MONITOR] if best else None}
     return model, record
+
+
+def _loadable_anywhere(model):
+    """`model`, or an uncompiled copy of it when it was compiled with edgevision's own optimizer: a saved model
+    keeps its compile config, and plain Keras could not load that one without edgevision's custom_objects."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None or type(optimizer).__module__.startswith("keras"):
+        return model
+    bare = type(model).from_config(model.get_config())
+    bare.set_weights(model.get_weights())
+    return bare
 
 
 def finish_run(plan: RunPlan, model, history: List[dict], started: float, echo: Callable[[str], None]) -> RunResult:
