@@ -341,7 +341,7 @@ def test_learning_rate_schedules():
     (("--ema", 1.0), "--ema must be at least 0"),
     (("--translate", -1), "--translate must be 0"),
     (("--offset-lr-scale", 0), "--offset-lr-scale must be above 0"),
-    (("--offset-lr-scale", 8, "--optimizer", "adamw"), "--offset-lr-scale applies to cnn and micro trained with sgd"),
+    (("--offset-lr-scale", 8, "--optimizer", "adamw"), "--offset-lr-scale applies to --optimizer sgd only"),
 ])
 def test_bad_knobs_are_one_line_errors(tmp_path, args, message):
     result = run_main("train", "cnn", "--data", tmp_path, "--out", tmp_path / "run", *args)

@@ -129,10 +129,10 @@ class TrainSettings:
                 raise UsageError(f"{option} must be 0 (off) or a positive number of pixels, got {pixels}")
         if not self.offset_lr_scale > 0:
             raise UsageError(f"--offset-lr-scale must be above 0, got {self.offset_lr_scale}")
-        # Only the small nets: their saved models drop the optimizer (fold_logit_scale), so they load anywhere.
-        if self.offset_lr_scale != 1.0 and (self.arch not in SMALL_NETS or (self.optimizer or "sgd") != "sgd"):
-            raise UsageError(f"--offset-lr-scale applies to {' and '.join(SMALL_NETS)} trained with sgd, "
-                             f"got {self.arch} with {self.optimizer or 'its default optimizer'}")
+        optimizers = sorted({p.optimizer for p in phases_for(self)})
+        if self.offset_lr_scale != 1.0 and optimizers != ["sgd"]:
+            raise UsageError(f"--offset-lr-scale applies to --optimizer sgd only; {self.arch} would train with "
+                             f"{', '.join(optimizers)}")
         if not 0 <= self.ema < 1:
             raise UsageError(f"--ema must be at least 0 (off) and below 1, got {self.ema}")
         if self.label_smoothing is not None and not 0 <= self.label_smoothing < 1:
