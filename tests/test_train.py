@@ -138,7 +138,7 @@ def test_cnn_run_directory_has_every_file(cnn_runs):
                                    "color_jitter": 0.0, "random_erasing": 0.0}  # the extras are off by default
     assert run["optimizer"] == {"train": {"name": "sgd", "momentum": 0.9, "learning_rate_schedule": "cosine",
                                           "peak_learning_rate": 0.1 * 8 / 128, "warmup": True,
-                                          "ema": 0.0}}
+                                          "ema": 0.0, "offset_lr_scale": 1.0}}
     assert run["class_weight"] is None
     # The split is recorded once, with the absolute data path: no flat copies of its inputs beside "settings".
     assert not {"data", "val_split", "val_data", "seed", "limit_per_class"} & set(run)
