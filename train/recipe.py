@@ -89,12 +89,11 @@ def make_optimizer(name: str, learning_rate, weight_decay: float, momentum: Opti
 
     decay = weight_decay * DECAY_SCALE[name] or None
     common = dict(use_ema=True, ema_momentum=ema, ema_overwrite_frequency=EMA_EVERY) if ema else {}
-    if name == "sgd" and offset_lr_scale != 1.0:
-        optimizer = offset_scaled_sgd()(learning_rate, momentum=momentum, nesterov=momentum > 0, weight_decay=decay,
-                                        offset_lr_scale=offset_lr_scale, **common)
-    elif name == "sgd":
-        optimizer = keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=momentum > 0, weight_decay=decay,
-                                         **common)
+    if name == "sgd":
+        sgd, scaled = keras.optimizers.SGD, {}
+        if offset_lr_scale != 1.0:
+            sgd, scaled = offset_scaled_sgd(), {"offset_lr_scale": offset_lr_scale}
+        optimizer = sgd(learning_rate, momentum=momentum, nesterov=momentum > 0, weight_decay=decay, **scaled, **common)
     elif name == "rmsprop":
         optimizer = keras.optimizers.RMSprop(learning_rate, momentum=momentum, weight_decay=decay, **common)
     elif name == "adamw":
